@@ -1,0 +1,115 @@
+"""Vocabularies, prompt templates and the text queries built from them (SPEC §3)."""
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from mmengine.logging import MMLogger
+
+from .clip.model import CLIP
+from .clip.tokenizer import tokenize
+from .errors import VocabularyError
+
+TEMPLATES_FILE = Path(__file__).parent / "data" / "prompt_templates.txt"
+SYNONYM_SEPARATOR = ","
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Classes, each with one or more names; every name is a text query, a class scores the max.
+
+    A name in two classes is allowed (the published COCO-Object vocabulary has one); the earlier
+    class then wins ties.
+    """
+
+    classes: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str], source: str = "vocabulary") -> "Vocabulary":
+        """Parse vocabulary lines ("name, synonym, ..." per class); `source` names them in errors."""
+        lines = list(lines)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines:
+            raise VocabularyError(f"{source} is empty: give one class per line, e.g. 'sky' or 'person, man'")
+        classes = []
+        seen_lines: dict[tuple[str, ...], int] = {}
+        first_class_of: dict[str, int] = {}
+        for number, line in enumerate(lines, start=1):
+            names = tuple(name.strip() for name in line.split(SYNONYM_SEPARATOR))
+            if not line.strip():
+                raise VocabularyError(f"{source}, line {number} is blank: remove it or put a class name there")
+            if any(not name for name in names):
+                raise VocabularyError(
+                    f"{source}, line {number} ({line.strip()!r}) has an empty name: separate synonyms with ', '"
+                )
+            if names in seen_lines:
+                raise VocabularyError(
+                    f"{source}, line {number} repeats line {seen_lines[names]} ({line.strip()!r}): remove one"
+                )
+            seen_lines[names] = number
+            for name in names:
+                if name in first_class_of and first_class_of[name] != number:
+                    MMLogger.get_current_instance().warning(
+                        f"{source}: {name!r} is a name of line {first_class_of[name]} and of line {number}; "
+                        f"ties go to line {first_class_of[name]}"
+                    )
+                first_class_of.setdefault(name, number)
+            classes.append(names)
+        return cls(tuple(classes))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Vocabulary":
+        """Read a vocabulary file (UTF-8, one class per line)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise VocabularyError(f"vocabulary file not found: {path} (one class per line, synonyms after ', ')")
+        except (OSError, UnicodeDecodeError) as error:
+            raise VocabularyError(f"cannot read vocabulary file {path}: {error}")
+        return cls.from_lines(text.splitlines(), source=f"vocabulary file {path}")
+
+    @property
+    def class_names(self) -> list[str]:
+        """The first name of each class, used for display."""
+        return [names[0] for names in self.classes]
+
+    @property
+    def queries(self) -> list[str]:
+        """Every name of every class, in order."""
+        return [name for names in self.classes for name in names]
+
+    @property
+    def query_to_class(self) -> list[int]:
+        """The class index of each query."""
+        return [index for index, names in enumerate(self.classes) for _ in names]
+
+
+@lru_cache(maxsize=None)
+def load_templates(path: str | Path = TEMPLATES_FILE) -> tuple[str, ...]:
+    """The prompt templates, one per line, `{}` standing for the class name."""
+    return tuple(line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+@torch.no_grad()
+def encode_queries(
+    model: CLIP, queries: Sequence[str], templates: Sequence[str], batch_size: int = 256
+) -> torch.Tensor:
+    """Q×D query features: per name, the normalised mean of its normalised prompt embeddings.
+
+    Prompts are sorted by length before batching, so each batch stops at a similar end-of-text
+    position (the text tower runs only up to the longest one; the result does not depend on it).
+    """
+    device = model.positional_embedding.device
+    prompts = [template.format(query) for query in queries for template in templates]
+    tokens = tokenize(prompts)
+    order = tokens.argmax(dim=-1).argsort()
+    features = torch.empty(len(prompts), model.text_projection.shape[1], device=device)
+    for start in range(0, len(prompts), batch_size):
+        index = order[start : start + batch_size]
+        features[index.to(device)] = model.encode_text(tokens[index].to(device)).float()
+    features = F.normalize(features, dim=-1).view(len(queries), len(templates), -1)
+    return F.normalize(features.mean(dim=1), dim=-1)

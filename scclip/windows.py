@@ -1,0 +1,20 @@
+"""Sliding-window tiling, mmseg's scheme: a regular grid whose last window is clamped to the edge."""
+
+
+def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """Windows (y1, y2, x1, x2) covering an H×W image, in row-major order.
+
+    Grid counts are max(size − crop + stride − 1, 0) // stride + 1; windows past the edge are
+    shifted back inside it, and an image smaller than the crop is one window of its own size.
+    """
+    if crop <= 0 or stride <= 0:
+        raise ValueError(f"crop ({crop}) and stride ({stride}) must be positive")
+    rows = max(height - crop + stride - 1, 0) // stride + 1
+    cols = max(width - crop + stride - 1, 0) // stride + 1
+    windows = []
+    for row in range(rows):
+        for col in range(cols):
+            y2 = min(row * stride + crop, height)
+            x2 = min(col * stride + crop, width)
+            windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
+    return windows
