@@ -1,0 +1,4 @@
+"""Image normalisation CLIP was trained with (RGB in [0, 1])."""
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
