@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip import load
+from .clip.loading import default_device
 from .errors import InputError, VocabularyError
 from .pamr import pamr
 from .postprocess import class_scores, labels, suppress_small_classes
@@ -50,13 +51,6 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
         for index, image in enumerate(inputs):
             batch[index, :, : image.shape[-2], : image.shape[-1]] = image
         return dict(inputs=batch, data_samples=data.get("data_samples"))
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`None` means CUDA when available, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @MODELS.register_module()
@@ -124,7 +118,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise InputError(f"precision={precision!r} is not one of 'auto', 'fp32', 'fp16', 'bf16'")
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise InputError(f"slide_crop={slide_crop} and slide_stride={slide_stride} must be positive (slide_crop=0: whole image)")
-        device = resolve_device(device)
+        device = torch.device(device) if device is not None else default_device()
         self.vocabulary = (
             Vocabulary.from_file(name_path) if name_path is not None else Vocabulary.from_lines(vocabulary)
         )
