@@ -7,6 +7,7 @@ from . import compat
 
 compat.apply()
 
+from .api import SegmentationResult, Segmenter  # noqa: E402
 from .calibration import CalibrationConfig, SCCLIPEncoder  # noqa: E402
 from .errors import ScclipError  # noqa: E402
 from .segmentor import SCCLIPDataPreProcessor, SCCLIPForSegmentation  # noqa: E402
@@ -19,5 +20,7 @@ __all__ = [
     "SCCLIPEncoder",
     "SCCLIPForSegmentation",
     "ScclipError",
+    "SegmentationResult",
+    "Segmenter",
     "Vocabulary",
 ]

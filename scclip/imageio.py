@@ -1,0 +1,160 @@
+"""Read the images users really have into one form (H×W×3 uint8 RGB), and write outputs atomically.
+
+Photos arrive as files in many encodings (8/16-bit, grayscale, alpha, CMYK, EXIF-rotated), as
+PIL images or as numpy arrays; the segmentor wants one thing. Transparent pixels are composited
+onto white, the way most viewers show them, so that undefined colours under alpha 0 (often black
+or junk) are not segmented as if they were visible.
+"""
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError, InputError
+
+ImageSource = str | os.PathLike | Image.Image | np.ndarray
+
+# Suffixes picked up when a folder is given; any file PIL decodes is accepted when named directly.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+_WHITE = (255, 255, 255)
+
+
+def read_image(source: ImageSource) -> np.ndarray:
+    """An image as an H×W×3 uint8 RGB array.
+
+    Args:
+        source: a file path; a PIL image; or an H×W, H×W×1, H×W×3 (RGB) or H×W×4 (RGBA) array
+            of uint8, uint16 (full 16-bit range) or floats in [0, 1].
+    Raises:
+        ImageError: a file is missing, is not an image, or cannot be decoded.
+        InputError: an array or object of a kind that is not an image.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        return _read_file(Path(source))
+    if isinstance(source, Image.Image):
+        return pil_to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return array_to_rgb(source)
+    raise InputError(
+        f"cannot read an image from a {type(source).__name__}: pass a file path, a PIL image or a numpy array"
+    )
+
+
+def _read_file(path: Path) -> np.ndarray:
+    if not path.exists():
+        raise ImageError(f"image file not found: {path}: check the path")
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image file: pass an image file")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return pil_to_rgb(image)
+    except UnidentifiedImageError:
+        raise ImageError(f"{path} is not an image that can be read: use a JPEG, PNG, WebP or BMP file") from None
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"{path} is too large to decode safely ({error}): downscale it first") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path} is damaged or truncated ({error}): re-save or re-download it") from None
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image (any mode) as H×W×3 uint8 RGB, with its EXIF orientation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode.startswith("I;16"):
+        return array_to_rgb(np.asarray(image).astype(np.uint16))
+    if image.mode == "I":
+        return array_to_rgb(_int32_to_uint16(np.asarray(image)))
+    if image.mode == "F":
+        return array_to_rgb(np.asarray(image))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _composite_on_white(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _int32_to_uint16(values: np.ndarray) -> np.ndarray:
+    # Pillow's 32-bit mode 'I' holds 16-bit samples from some PNG/TIFF decoders.
+    return np.clip(values, 0, 65535).astype(np.uint16)
+
+
+def _composite_on_white(rgba: Image.Image) -> np.ndarray:
+    background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+    return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+
+
+def array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """An H×W[×1|3|4] array (uint8, uint16, or floats in [0, 1]) as H×W×3 uint8 RGB."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))):
+        raise InputError(f"image array has shape {array.shape}: expected H×W, H×W×3 (RGB) or H×W×4 (RGBA)")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"image array has shape {array.shape}: it holds no pixels")
+    array = _to_uint8(array)
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.shape[2] == 4:
+        return _composite_on_white(Image.fromarray(array))
+    return np.ascontiguousarray(array)
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise InputError("float image holds NaN or infinite values: replace them with values in [0, 1]")
+        low, high = float(array.min()), float(array.max())
+        if not (0.0 <= low and high <= 1.0):
+            raise InputError(f"float image has values in [{low:g}, {high:g}]: scale it to [0, 1] (e.g. divide by 255)")
+        return np.round(array * 255.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > 255:
+            raise InputError(f"{array.dtype} image has values in [{array.min()}, {array.max()}]: "
+                             "pass uint8 (0–255), uint16 (0–65535) or floats in [0, 1]")
+        return array.astype(np.uint8)
+    raise InputError(f"image array has dtype {array.dtype}: pass uint8, uint16 or floats in [0, 1]")
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files directly inside a folder (by suffix), sorted by name.
+
+    Raises:
+        ImageError: the folder holds no image files.
+    """
+    folder = Path(folder)
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ImageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}: pass a folder with images")
+    return paths
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call `write(temp_path)` then rename onto `path`, so a failure never leaves a partial file there.
+
+    The temporary file sits in the destination folder (same file system, so the rename is atomic)
+    and keeps the destination's suffix, which writers like PIL use to pick the format.
+
+    Raises:
+        InputError: the destination cannot be written (missing permission, disk full, ...).
+    """
+    path = Path(path)
+    temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(temp)
+        os.replace(temp, path)
+    except OSError as error:
+        raise InputError(f"cannot write {path}: {error.strerror or error}: choose another output path") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    return path

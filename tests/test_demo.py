@@ -1,0 +1,218 @@
+"""demo.py end to end with a tiny checkpoint on real photos, and every bad input's one-line error."""
+import importlib.util
+import json
+import logging
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mmengine.logging import MMLogger
+from PIL import Image
+from skimage import data as sample_data
+
+from scclip.api import SAMPLE_CLASSES, Segmenter
+from scclip.visualize import palette, plan_layout
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "demo.py")
+demo = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(demo)
+
+
+class CurrentStdout:
+    """Writes to whatever `sys.stdout` is now (each test's capture replaces it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def logger_follows_capture():
+    """MMLogger's console handler keeps the stream it was made with, which pytest's capture of one test
+    closes; in this module it writes to the current stdout instead, so `capsys` sees the log lines."""
+    handlers = [h for h in MMLogger.get_current_instance().handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    streams = [handler.stream for handler in handlers]
+    for handler in handlers:
+        handler.stream = CurrentStdout()
+    yield
+    for handler, stream in zip(handlers, streams):
+        handler.stream = stream
+
+
+@pytest.fixture
+def chelsea(tmp_path) -> Path:
+    """A real 451×300 photo (Chelsea the cat) as a JPEG."""
+    path = tmp_path / "chelsea.jpg"
+    Image.fromarray(sample_data.chelsea()).save(path, quality=90)
+    return path
+
+
+def run_demo(capsys, *argv) -> tuple[int, str, str]:
+    code = demo.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def legend_colours_present(picture: Image.Image, legend_top: int, colours) -> bool:
+    legend = np.asarray(picture)[legend_top:]
+    return all((legend == colour).all(axis=-1).any() for colour in colours)
+
+
+def test_demo_on_a_photo(capsys, tmp_path, chelsea, tiny_checkpoint_path):
+    out = tmp_path / "results" / "cat.png"
+    code, stdout, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,sofa|couch,wall",
+                                    "--backbone", tiny_checkpoint_path, "--device", "cpu", "--out", out)
+    assert code == 0, stderr
+    assert stdout.splitlines()[-1] == str(out)
+    picture = Image.open(out)
+
+    # The picture the API makes for the same image and classes, with its legend.
+    result = Segmenter(tiny_checkpoint_path, classes="cat,sofa|couch,wall", device="cpu")(chelsea)
+    entries = result.legend()
+    layout = plan_layout((451, 300), entries)
+    assert picture.size == layout.size
+    assert layout.panel == (512, 341)  # 451×300 at its aspect ratio
+    assert np.array_equal(np.asarray(picture), np.asarray(result.picture()))
+    assert {e.name for e in entries} <= {"cat", "sofa", "wall"} and entries
+    assert legend_colours_present(picture, layout.legend_top, [e.colour for e in entries])
+
+
+def test_no_arguments_segments_the_sample_photo(capsys, tmp_path, monkeypatch, tiny_checkpoint_path):
+    monkeypatch.chdir(tmp_path)
+    code, stdout, stderr = run_demo(capsys, "--backbone", tiny_checkpoint_path, "--save-mask")
+    assert code == 0, stderr
+    outputs = Path("outputs")
+    written = [outputs / name for name in
+               ("astronaut_scclip.png", "astronaut_scclip_mask.png", "astronaut_scclip_mask.json")]
+    assert stdout.splitlines()[-3:] == [str(path) for path in written]
+    picture, mask = Image.open(written[0]), Image.open(written[1])
+    summary = json.loads(written[2].read_text())
+
+    names = [line.split(",")[0] for line in SAMPLE_CLASSES]
+    assert summary["classes"] == names
+    assert abs(sum(summary["pixel_shares"].values()) - 1) < 1e-5
+    present = [name for name in names if summary["pixel_shares"][name] > 0]
+    assert mask.mode == "P" and mask.size == (512, 512)
+    assert sorted(np.unique(np.asarray(mask)).tolist()) == sorted(names.index(n) for n in present)
+    layout = plan_layout((512, 512), [])  # panel sizes and the legend's top do not depend on the entries
+    assert picture.size[0] == 3 * 512 + 4 * layout.margin
+    colours = palette(len(names))
+    assert legend_colours_present(picture, layout.legend_top, [tuple(colours[names.index(n)]) for n in present])
+
+
+def test_folder_of_images(capsys, tmp_path, tiny_checkpoint_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(sample_data.chelsea()[:100, :150]).save(folder / "cat.png")
+    Image.fromarray(sample_data.astronaut()[:120, :90]).save(folder / "person.webp")
+    (folder / "broken.jpg").write_text("not an image")
+    code, stdout, stderr = run_demo(capsys, "--image", folder, "--classes", "cat,person", "--backbone",
+                                    tiny_checkpoint_path, "--out", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat_scclip.png", "person_scclip.png"]
+    assert Image.open(tmp_path / "out" / "person_scclip.png").size[0] == 3 * 384 + 4 * 8  # 90×120: 384×512 panels
+    assert code == 1
+    assert "broken.jpg is not an image" in stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: 1 of 3 images could not be segmented")
+    assert "wrote 2 pictures" in stdout
+
+
+def test_jpeg_output_and_options(capsys, tmp_path, chelsea, tiny_checkpoint_path):
+    out = tmp_path / "cat.jpg"
+    code, stdout, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
+                                    tiny_checkpoint_path, "--out", out, "--pamr", "--no-slide", "--prob-thd", "0.9",
+                                    "--save-mask")
+    assert code == 0, stderr
+    assert Image.open(out).format == "JPEG"
+    assert (tmp_path / "cat_mask.png").exists() and (tmp_path / "cat_mask.json").exists()
+
+
+def assert_one_clean_line(code: int, stderr: str, *fragments: str) -> None:
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ") and "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+BAD_INPUTS = {
+    "missing image": (["--image", "{tmp}/nope.jpg", "--classes", "a,b"], ["nope.jpg", "not found"]),
+    "not an image": (["--image", "{tmp}/notes.jpg", "--classes", "a,b"], ["notes.jpg", "not an image"]),
+    "empty classes": (["--image", "{photo}", "--classes", " , "], ["--classes", "no class name"]),
+    "no classes for an image": (["--image", "{photo}"], ["no classes given", "--classes"]),
+    "empty vocabulary file": (["--image", "{photo}", "--vocab", "{tmp}/empty.txt"], ["empty.txt", "empty"]),
+    "missing vocabulary file": (["--image", "{photo}", "--vocab", "{tmp}/none.txt"], ["none.txt", "not found"]),
+    "non-checkpoint backbone": (["--image", "{photo}", "--classes", "a", "--backbone", "{tmp}/notes.jpg"],
+                                ["notes.jpg", "not a CLIP checkpoint"]),
+    "missing backbone": (["--image", "{photo}", "--classes", "a", "--backbone", "{tmp}/gone.pt"],
+                         ["gone.pt", "not found"]),
+    "resnet backbone": (["--image", "{photo}", "--classes", "a", "--backbone", "RN50"], ["RN50", "ViT"]),
+    "unknown output format": (["--image", "{photo}", "--classes", "a", "--backbone", "{ckpt}", "--out", "{out}.xyz"],
+                              [".xyz", ".png"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input(capsys, tmp_path, chelsea, tiny_checkpoint_path, case):
+    (tmp_path / "notes.jpg").write_text("hello")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    argv, fragments = BAD_INPUTS[case]
+    out = tmp_path / "out" / "picture"
+    argv = [a.format(tmp=tmp_path, photo=chelsea, ckpt=tiny_checkpoint_path, out=out) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", f"{out}.png"]
+    code, _, stderr = run_demo(capsys, *argv)
+    assert_one_clean_line(code, stderr, *fragments)
+    assert not (tmp_path / "out").exists()  # nothing written, not even a folder
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda(capsys, tmp_path, chelsea, tiny_checkpoint_path):
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "a", "--backbone", tiny_checkpoint_path,
+                               "--device", "cuda", "--out", tmp_path / "x.png")
+    assert_one_clean_line(code, stderr, "CUDA is not available", "cpu")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_impossible_download(capsys, tmp_path, monkeypatch):
+    """The default backbone with no network: one line saying where to put the file by hand."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty checkpoint cache
+
+    def no_network(url, dst, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_demo(capsys)
+    assert_one_clean_line(code, stderr, "could not download", "ViT-B-16.pt", "by hand")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_failed_write_leaves_nothing(capsys, tmp_path, chelsea, tiny_checkpoint_path, monkeypatch):
+    def disk_full(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half a picture")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "a,b", "--backbone", tiny_checkpoint_path,
+                               "--out", tmp_path / "out" / "x.png")
+    assert_one_clean_line(code, stderr, "x.png", "No space left on device")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_command_line_exit_code_and_stderr(tmp_path):
+    """As a user runs it: a separate process, its exit status and its whole stderr."""
+    process = subprocess.run([sys.executable, str(REPO_ROOT / "demo.py"), "--image", str(tmp_path / "missing.png"),
+                              "--classes", "cat"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert process.returncode == 1
+    expected = f"error: image file not found: {tmp_path / 'missing.png'}: check the path"
+    assert process.stderr.strip().splitlines() == [expected]

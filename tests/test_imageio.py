@@ -1,0 +1,206 @@
+"""Image reading: every kind of input users have ends up as the right H×W×3 uint8 RGB pixels."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from scclip.errors import ImageError, InputError
+from scclip.imageio import array_to_rgb, list_images, read_image, write_atomically
+
+EXIF_ORIENTATION = 0x0112
+
+
+def gradient_image(height: int = 48, width: int = 64) -> np.ndarray:
+    """An RGB image with distinct, smooth channels (JPEG keeps it nearly intact)."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * 255 // (width - 1), y * 255 // (height - 1), np.full_like(x, 90)], axis=-1).astype(np.uint8)
+
+
+def quadrants(height: int = 40, width: int = 60) -> np.ndarray:
+    """Four flat colours, one per quadrant, so a rotation is easy to recognise after JPEG."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[: height // 2, : width // 2] = (255, 0, 0)
+    image[: height // 2, width // 2 :] = (0, 255, 0)
+    image[height // 2 :, : width // 2] = (0, 0, 255)
+    image[height // 2 :, width // 2 :] = (255, 255, 0)
+    return image
+
+
+@pytest.mark.parametrize("suffix, tolerance", [(".png", 0), (".bmp", 0), (".webp", 0), (".jpg", 6)])
+def test_reads_common_formats(tmp_path, suffix, tolerance):
+    image = gradient_image()
+    path = tmp_path / f"photo{suffix}"
+    options = {".webp": {"lossless": True}, ".jpg": {"quality": 95}}.get(suffix, {})
+    Image.fromarray(image).save(path, **options)
+    rgb = read_image(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == image.shape
+    assert np.abs(rgb.astype(int) - image).mean() <= tolerance
+
+
+def test_grayscale_file_is_replicated_to_three_channels(tmp_path):
+    gray = gradient_image()[..., 0]
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    rgb = read_image(tmp_path / "gray.png")
+    assert rgb.shape == (*gray.shape, 3)
+    assert all(np.array_equal(rgb[..., c], gray) for c in range(3))
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    rgba = np.zeros((10, 12, 4), np.uint8)
+    rgba[..., :3] = (200, 0, 0)
+    rgba[:, :6, 3] = 255  # left half opaque red
+    rgba[:, 6:, 3] = 0  # right half transparent: its colour must not show
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    rgb = read_image(tmp_path / "alpha.png")
+    assert (rgb[:, :6] == (200, 0, 0)).all()
+    assert (rgb[:, 6:] == 255).all()
+    half = rgba.copy()
+    half[..., 3] = 128
+    assert np.abs(read_image(half).astype(int) - (228, 127, 127)).max() <= 1
+
+
+def test_palette_image_with_transparency(tmp_path):
+    image = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8))
+    image.putpalette([0, 0, 255, 0, 255, 0])
+    image.info["transparency"] = 0
+    image.save(tmp_path / "p.png", transparency=0)
+    rgb = read_image(tmp_path / "p.png")
+    assert rgb[0, 0].tolist() == [255, 255, 255] and rgb[0, 1].tolist() == [0, 255, 0]
+
+
+def test_16_bit_png_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257, 32768, 65535]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I;16")
+    rgb = read_image(tmp_path / "deep.png")
+    assert rgb[0, :, 0].tolist() == [0, 1, 128, 255]
+
+
+def test_16_bit_rgb_png(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    deep = gradient_image().astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "deep_rgb.png"), deep[..., ::-1])
+    assert np.abs(read_image(tmp_path / "deep_rgb.png").astype(int) - gradient_image()).max() <= 1
+
+
+def test_cmyk_jpeg(tmp_path):
+    image = gradient_image()
+    Image.fromarray(image).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    assert Image.open(tmp_path / "cmyk.jpg").mode == "CMYK"
+    rgb = read_image(tmp_path / "cmyk.jpg")
+    assert rgb.shape == image.shape
+    assert np.abs(rgb.astype(int) - image).mean() < 6
+
+
+@pytest.mark.parametrize("orientation, turns", [(6, -1), (8, 1), (3, 2)])
+def test_exif_orientation_is_honoured(tmp_path, orientation, turns):
+    image = quadrants()
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    Image.fromarray(image).save(tmp_path / "rotated.jpg", quality=95, exif=exif)
+    rgb = read_image(tmp_path / "rotated.jpg")
+    expected = np.rot90(image, k=turns)  # k=-1: clockwise, as orientation 6 asks
+    assert rgb.shape == expected.shape
+    assert np.abs(rgb.astype(int) - expected).mean() < 8
+
+
+def test_pil_images_of_other_modes():
+    gray16 = Image.fromarray(np.array([[65535, 0]], np.uint16))
+    assert read_image(gray16)[0, :, 0].tolist() == [255, 0]
+    assert read_image(Image.new("1", (3, 2), 1)).tolist() == np.full((2, 3, 3), 255).tolist()
+    assert read_image(Image.new("LA", (2, 2), (10, 255)))[0, 0].tolist() == [10, 10, 10]
+    assert read_image(Image.fromarray(np.full((2, 2), 0.5, np.float32)))[0, 0].tolist() == [128, 128, 128]
+
+
+@pytest.mark.parametrize(
+    "array, expected",
+    [
+        (np.full((2, 3), 7, np.uint8), [7, 7, 7]),
+        (np.full((2, 3, 1), 7, np.uint8), [7, 7, 7]),
+        (np.full((2, 3, 3), (1, 2, 3), np.uint8), [1, 2, 3]),
+        (np.full((2, 3, 3), 65535, np.uint16), [255, 255, 255]),
+        (np.full((2, 3, 3), 1.0, np.float64), [255, 255, 255]),
+        (np.full((2, 3), 0.5, np.float32), [128, 128, 128]),
+        (np.full((2, 3, 4), (10, 20, 30, 255), np.uint8), [10, 20, 30]),
+        (np.ones((2, 3), bool), [255, 255, 255]),
+        (np.full((2, 3, 3), 200, np.int64), [200, 200, 200]),
+    ],
+)
+def test_arrays(array, expected):
+    rgb = read_image(array)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 3, 3)
+    assert rgb[1, 2].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((2, 3, 2), np.uint8), "shape"),
+        (np.zeros((2, 3, 3, 1), np.uint8), "shape"),
+        (np.zeros((0, 3, 3), np.uint8), "no pixels"),
+        (np.full((2, 3, 3), 255.0), "divide by 255"),
+        (np.full((2, 3, 3), np.nan), "NaN or infinite"),
+        (np.full((2, 3, 3), 300, np.int32), "values in"),
+        (np.zeros((2, 3, 3), np.complex64), "dtype"),
+    ],
+)
+def test_bad_arrays(array, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        array_to_rgb(array)
+
+
+def test_bad_object():
+    with pytest.raises(InputError, match="file path, a PIL image or a numpy array"):
+        read_image([[1, 2], [3, 4]])
+
+
+def test_missing_file_names_it(tmp_path):
+    with pytest.raises(ImageError, match=r"not found: .*nope\.jpg"):
+        read_image(tmp_path / "nope.jpg")
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(ImageError, match="is a folder"):
+        read_image(tmp_path)
+
+
+def test_non_image_names_it(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    with pytest.raises(ImageError, match=r"notes\.jpg is not an image"):
+        read_image(tmp_path / "notes.jpg")
+
+
+def test_truncated_image(tmp_path):
+    Image.fromarray(gradient_image(200, 200)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=r"cut\.png is damaged or truncated"):
+        read_image(tmp_path / "cut.png")
+
+
+def test_list_images(tmp_path):
+    for name in ("b.PNG", "a.jpg", "c.webp", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub.jpg").mkdir()
+    assert [p.name for p in list_images(tmp_path)] == ["a.jpg", "b.PNG", "c.webp"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match="no image files"):
+        list_images(tmp_path / "empty")
+
+
+def test_write_atomically(tmp_path):
+    target = tmp_path / "out" / "picture.png"
+    write_atomically(target, Image.new("RGB", (4, 3)).save)
+    assert Image.open(target).size == (4, 3)
+
+    def fail_halfway(temp):
+        temp.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError, match=r"cannot write .*picture\.png: No space left on device"):
+        write_atomically(target, fail_halfway)
+    assert Image.open(target).size == (4, 3)  # the earlier picture is untouched
+    assert sorted(p.name for p in target.parent.iterdir()) == ["picture.png"]  # no temporary left
+
+    with pytest.raises(InputError, match="cannot write"):
+        write_atomically(tmp_path / "fresh.png", fail_halfway)
+    assert not (tmp_path / "fresh.png").exists()
