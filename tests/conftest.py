@@ -1,9 +1,12 @@
 """Shared fixtures: tiny random CLIP checkpoints in OpenAI's formats, and the golden data folder."""
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 from scclip.clip.architectures import random_clip, save_checkpoint
 
@@ -17,6 +20,38 @@ TINY_L14 = dict(vision_width=64, **TINY_TEXT)
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end runs that take more than a few seconds")
+
+
+class CurrentStdout:
+    """Writes to whatever `sys.stdout` is now (pytest's capture replaces it for every test)."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
+@pytest.fixture(autouse=True)
+def loggers_follow_capture():
+    """mmengine's console handlers keep the stream they were made with, which the capture of an
+    earlier test has closed since; point them at the current stdout before every test."""
+    for logger in list(MMLogger._instance_dict.values()):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.stream = CurrentStdout()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_text_cache(tmp_path_factory):
+    """Tests never read or write the user's text-feature cache (~/.cache/scclip)."""
+    previous = os.environ.get("SCCLIP_CACHE_DIR")
+    os.environ["SCCLIP_CACHE_DIR"] = str(tmp_path_factory.mktemp("scclip_cache"))
+    yield
+    if previous is None:
+        del os.environ["SCCLIP_CACHE_DIR"]
+    else:
+        os.environ["SCCLIP_CACHE_DIR"] = previous
 
 
 def golden_dir_or_none() -> Path | None:

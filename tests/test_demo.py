@@ -1,7 +1,6 @@
 """demo.py end to end with a tiny checkpoint on real photos, and every bad input's one-line error."""
 import importlib.util
 import json
-import logging
 import subprocess
 import sys
 import urllib.error
@@ -10,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from PIL import Image
 from skimage import data as sample_data
 
@@ -21,30 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("demo", REPO_ROOT / "demo.py")
 demo = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo)
-
-
-class CurrentStdout:
-    """Writes to whatever `sys.stdout` is now (each test's capture replaces it)."""
-
-    def write(self, text: str) -> int:
-        return sys.stdout.write(text)
-
-    def flush(self) -> None:
-        sys.stdout.flush()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def logger_follows_capture():
-    """MMLogger's console handler keeps the stream it was made with, which pytest's capture of one test
-    closes; in this module it writes to the current stdout instead, so `capsys` sees the log lines."""
-    handlers = [h for h in MMLogger.get_current_instance().handlers
-                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
-    streams = [handler.stream for handler in handlers]
-    for handler in handlers:
-        handler.stream = CurrentStdout()
-    yield
-    for handler, stream in zip(handlers, streams):
-        handler.stream = stream
 
 
 @pytest.fixture
