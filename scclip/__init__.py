@@ -7,6 +7,7 @@ from . import compat
 
 compat.apply()
 
+from . import datasets  # noqa: E402,F401  (registers the benchmark datasets)
 from .api import SegmentationResult, Segmenter  # noqa: E402
 from .calibration import CalibrationConfig, SCCLIPEncoder  # noqa: E402
 from .errors import ScclipError  # noqa: E402

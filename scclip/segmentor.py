@@ -162,6 +162,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.slide_crop = slide_crop
         self.area_thd = area_thd
         self.crop_batch_size = crop_batch_size
+        self.requires_grad_(False)  # training-free: also keeps DDP wrappers from syncing gradients
         self.to(device)
 
     @property
