@@ -1,0 +1,13 @@
+# SC-CLIP with ViT-B/16, published settings: Pascal Context val, 59 classes (background ignored).
+_base_ = './base_config.py'
+
+model = dict(name_path='./configs/cls_context59.txt')
+
+test_dataloader = dict(
+    dataset=dict(
+        type='PascalContext59Dataset',
+        data_root='./datasets/VOCdevkit/VOC2010',
+        data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClassContext'),
+        ann_file='ImageSets/SegmentationContext/val.txt',
+    )
+)
