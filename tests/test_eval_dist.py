@@ -1,0 +1,52 @@
+"""dist_test.sh: two torchrun processes on the CPU (gloo) give the metrics of one process, then the table."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from test_datasets import make_dataset
+from test_eval import (
+    REPO_ROOT,
+    cfg_options,
+    eval_script,
+    isolate,
+    plant_predictions,
+    predict_independently,
+)
+
+
+@pytest.mark.slow
+def test_dist_test_on_two_cpu_processes_matches_one_process(tmp_path, tmp_path_factory, tiny_checkpoint_path,
+                                                            monkeypatch):
+    isolate(monkeypatch, tmp_path_factory.getbasetemp() / "text_cache")
+    root = make_dataset(tmp_path / "datasets", "voc20")
+    plant_predictions(root, "voc20", predict_independently("voc20", tiny_checkpoint_path, root))
+    options = cfg_options("voc20", tiny_checkpoint_path, root)
+
+    eval_script.main(["--config", "configs/cfg_voc20.py", "--work-dir", str(tmp_path / "single"), "--device", "cpu",
+                      "--cfg-options", *options])
+    single = json.loads((tmp_path / "single" / "cfg_voc20" / "metrics.json").read_text())
+
+    env = dict(os.environ, GPUS="2", PORT="29531", DATASETS="voc20", WORK_DIR=str(tmp_path / "dist"),
+               PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(["bash", "dist_test.sh", "--device", "cpu", "--cfg-options", *options],
+                               check=False, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    distributed = json.loads((tmp_path / "dist" / "cfg_voc20" / "metrics.json").read_text())
+    assert (distributed["world_size"], single["world_size"]) == (2, 1)
+    assert distributed["num_images"] == single["num_images"] == 2
+    assert distributed["metrics"] == single["metrics"] and single["metrics"]["mIoU"] > 0
+    table = completed.stdout.strip().splitlines()[-3:]
+    assert table[0] == "| backbone | dataset | mIoU (ours) | mIoU (paper) | diff |"
+    miou = single["metrics"]["mIoU"]
+    assert table[2] == f"| ViT-B/16 | VOC20 | {miou:.2f} | 84.3 | {miou - 84.3:+.2f} |"
+    assert "Iter(test)" in completed.stdout + completed.stderr  # the runs really went through the Runner
+
+
+def test_dist_test_rejects_an_unknown_backbone():
+    completed = subprocess.run(["bash", "dist_test.sh"], env=dict(os.environ, BACKBONE="RN50", GPUS="1"),
+                               check=False, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 2
+    assert "BACKBONE=RN50 is not one of ViT-B/16, ViT-L/14" in completed.stderr
