@@ -25,6 +25,8 @@ from mmengine.utils import ProgressBar
 
 from scclip.datasets import check_dataset
 from scclip.errors import InputError, ScclipError
+from scclip.imageio import write_atomically
+from scclip.visualize import overlay
 
 # Benchmarks in the paper's order, and its published mIoU (SPEC §4; L/14 lacks three per-dataset numbers).
 BENCHMARKS = {
@@ -117,15 +119,6 @@ class ProgressBarHook(Hook):
                 sys.stdout.write("\n")
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """H×W×3 image with class colours blended in; labels outside the palette (ignored) stay bare."""
-    known = labels < len(palette)
-    colours = palette[np.where(known, labels, 0)]
-    blended = image.astype(np.float32)
-    blended[known] = (1 - alpha) * blended[known] + alpha * colours[known]
-    return blended.astype(np.uint8)
-
-
 class ComparisonHook(Hook):
     """Saves `<show_dir>/<image name>.png`: input | prediction | ground truth, side by side.
 
@@ -140,7 +133,7 @@ class ComparisonHook(Hook):
 
     def before_test(self, runner) -> None:
         self.show_dir.mkdir(parents=True, exist_ok=True)
-        self.palette = np.array(runner.test_dataloader.dataset.metainfo["palette"], dtype=np.float32)
+        self.palette = np.array(runner.test_dataloader.dataset.metainfo["palette"], dtype=np.uint8)
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         for sample in outputs:
@@ -150,14 +143,6 @@ class ComparisonHook(Hook):
                 panels.append(overlay(image, sample.gt_sem_seg.data[0].cpu().numpy(), self.palette))
             picture = np.concatenate(panels, axis=1)
             mmcv.imwrite(mmcv.rgb2bgr(picture), str(self.show_dir / f"{Path(sample.img_path).stem}.png"))
-
-
-def write_json(path: Path, content: dict) -> None:
-    """Write JSON atomically (temp file, then rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(temp, path)
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -175,7 +160,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - start
     if is_main_process():
         path = Path(cfg.work_dir) / METRICS_FILE
-        write_json(path, dict(
+        record = dict(
             config=Path(args.config).stem,
             dataset=cfg.test_dataloader.dataset.type,
             clip_path=str(cfg.model.clip_path),
@@ -184,7 +169,8 @@ def evaluate(args: argparse.Namespace) -> dict:
             device=device,
             seconds=round(seconds, 1),
             metrics={key: float(value) for key, value in metrics.items()},
-        ))
+        )
+        write_atomically(path, lambda temp: temp.write_text(json.dumps(record, indent=2) + "\n"))
         print(f"mIoU {metrics['mIoU']:.2f} on {num_images} images, written to {path}")
     return metrics
 

@@ -63,8 +63,14 @@ def colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The image with each pixel's class colour blended in (`alpha` = weight of the colour)."""
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colourise(labels, colours).astype(np.float32)
+    """The image with each pixel's class colour blended in (`alpha` = weight of the colour).
+
+    Labels without a colour (e.g. 255, "ignore" in ground truth) leave their pixels bare.
+    """
+    known = labels < len(colours)
+    colour = colourise(np.where(known, labels, 0), colours).astype(np.float32)
+    blended = image.astype(np.float32)
+    blended[known] = (1 - alpha) * blended[known] + alpha * colour[known]
     return np.round(blended).astype(np.uint8)
 
 

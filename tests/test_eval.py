@@ -191,8 +191,9 @@ def test_pytorch_launcher_outside_torchrun_says_how_to_start_it(monkeypatch):
 
 
 def write_run(work_dir: Path, config: str, miou: float) -> None:
-    eval_script.write_json(work_dir / config / "metrics.json",
-                           dict(config=config, metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0)))
+    path = work_dir / config / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(dict(config=config, metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0))))
 
 
 def test_summary_compares_finished_runs_with_the_paper(tmp_path, capsys):
