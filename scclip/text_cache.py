@@ -1,0 +1,177 @@
+"""An on-disk cache of text query features, so a vocabulary is encoded once per checkpoint.
+
+Encoding a vocabulary runs the text tower over every name × template (thousands of prompts);
+the result depends only on the checkpoint, the queries, the templates and how they were
+encoded, so it is stored under a key made of exactly those. Entries are written to a temporary
+file and renamed into place, and every read is validated (key, shape, dtype, finite values,
+SHA-256 of the data): a corrupt or half-written entry is ignored and rewritten, never trusted.
+
+The folder is `$SCCLIP_CACHE_DIR` (read on each use), by default `~/.cache/scclip`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from mmengine.logging import MMLogger
+
+from .clip.pretrained import MODEL_URLS, expected_sha256, sha256_of
+
+CACHE_DIR_VARIABLE = "SCCLIP_CACHE_DIR"
+DEFAULT_CACHE_DIR = "~/.cache/scclip"
+# Bump when the way query features are computed changes, so older entries stop matching.
+FORMAT_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """The cache folder: `$SCCLIP_CACHE_DIR` when set, else `~/.cache/scclip`."""
+    return Path(os.environ.get(CACHE_DIR_VARIABLE) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file beside `path`, then rename it into place (atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(temp_name))
+        os.replace(temp_name, path)
+    finally:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+
+
+def _tensor_sha256(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.contiguous().numpy().tobytes()).hexdigest()
+
+
+def file_digest(path: str | os.PathLike, root: Path | None = None) -> str:
+    """SHA-256 of a file, remembered in the cache folder by (absolute path, size, mtime_ns).
+
+    Checkpoints are hundreds of megabytes (hashing one costs up to seconds, and more from a slow
+    disk), so it is done once per version of the file. A memo that does not match the file's current size and modification
+    time, or cannot be read, is recomputed and rewritten.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    identity = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    memo = (root or cache_dir()) / "file_digests" / f"{hashlib.sha256(str(path).encode()).hexdigest()}.json"
+    try:
+        record = json.loads(memo.read_text(encoding="utf-8"))
+        digest = record.pop("sha256")
+        if record == identity and isinstance(digest, str) and len(digest) == 64:
+            return digest
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass
+    digest = sha256_of(path)
+    try:
+        text = json.dumps({**identity, "sha256": digest})
+        _atomic_write(memo, lambda temp: temp.write_text(text, encoding="utf-8"))
+    except OSError as error:
+        MMLogger.get_current_instance().warning(f"could not remember the SHA-256 of {path} in {memo.parent}: {error}")
+    return digest
+
+
+def checkpoint_digest(name_or_path: str | os.PathLike, root: Path | None = None) -> str:
+    """SHA-256 of a CLIP checkpoint: read off the download address for a public name, else hashed."""
+    if isinstance(name_or_path, str) and name_or_path in MODEL_URLS:
+        return expected_sha256(MODEL_URLS[name_or_path])
+    return file_digest(name_or_path, root)
+
+
+def cache_key(
+    checkpoint: str, queries: Sequence[str], templates: Sequence[str], settings: Mapping[str, Any]
+) -> str:
+    """Hex key of one vocabulary's features: everything the numbers depend on, hashed together.
+
+    `settings` holds how the features were computed (precision, device type, batch size, ...);
+    the torch version is added because kernels may change the last bits between releases.
+    """
+    description = {
+        "format": FORMAT_VERSION,
+        "torch": torch.__version__,
+        "checkpoint_sha256": checkpoint,
+        "queries": list(queries),
+        "templates": list(templates),
+        "settings": {name: str(value) for name, value in sorted(settings.items())},
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
+
+
+class TextFeatureCache:
+    """Query features stored as `<folder>/text_features/<key>.pt`.
+
+    Args:
+        root: the cache folder; None = `$SCCLIP_CACHE_DIR`, else `~/.cache/scclip`, read now.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else cache_dir()
+
+    def entry_path(self, key: str) -> Path:
+        return self.root / "text_features" / f"{key}.pt"
+
+    def load(self, key: str, num_queries: int) -> torch.Tensor | None:
+        """The stored Q×D float32 features of `key`, or None when absent or not valid."""
+        path = self.entry_path(key)
+        if not path.is_file():
+            return None
+        try:
+            entry = torch.load(path, map_location="cpu", weights_only=True)
+            features = entry["features"]
+            valid = (
+                entry["key"] == key
+                and isinstance(features, torch.Tensor)
+                and features.dtype == torch.float32
+                and features.ndim == 2
+                and features.shape[0] == num_queries
+                and bool(torch.isfinite(features).all())
+                and entry["sha256"] == _tensor_sha256(features)
+            )
+        except Exception:  # a damaged file can make torch.load raise almost anything
+            valid = False
+        if not valid:
+            MMLogger.get_current_instance().warning(f"ignoring a damaged text-feature cache entry: {path}")
+            return None
+        return features
+
+    def store(self, key: str, features: torch.Tensor) -> bool:
+        """Store Q×D features under `key`; returns False (with a warning) when it cannot be written."""
+        features = features.detach().to("cpu", torch.float32).contiguous()
+        entry = {"key": key, "features": features, "sha256": _tensor_sha256(features)}
+        path = self.entry_path(key)
+        try:
+            _atomic_write(path, lambda temp: torch.save(entry, temp))
+        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+            MMLogger.get_current_instance().warning(f"could not write the text-feature cache entry {path}: {error}")
+            return False
+        return True
+
+    def get_or_compute(
+        self,
+        checkpoint: str | os.PathLike,
+        queries: Sequence[str],
+        templates: Sequence[str],
+        settings: Mapping[str, Any],
+        compute: Callable[[], torch.Tensor],
+    ) -> torch.Tensor:
+        """Cached features of `queries` × `templates` for this checkpoint and settings, or `compute()`d and stored.
+
+        Returns float32 features on the CPU.
+        """
+        key = cache_key(checkpoint_digest(checkpoint, self.root), queries, templates, settings)
+        features = self.load(key, len(queries))
+        if features is not None:
+            return features
+        features = compute().detach().to("cpu", torch.float32)
+        if self.store(key, features):
+            MMLogger.get_current_instance().info(
+                f"text features of {len(queries)} queries × {len(templates)} templates cached in {self.entry_path(key)}"
+            )
+        return features
