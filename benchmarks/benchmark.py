@@ -1,0 +1,483 @@
+"""Time SC-CLIP end to end with randomly initialised full-size CLIPs (no download needed).
+
+For each backbone it measures, each case in its own process (so peak memory is that case's):
+- vocabulary set-up: the VOC21 vocabulary × 80 templates through the text tower on a first run,
+  and the same set-up answered from the on-disk text-feature cache;
+- sliding window: per-image latency and images/s on a 336×448 image (VOC's short side 336,
+  windows 224/112: 6 crops), next to a plain ViT forward (all blocks) of the same crops;
+- whole image: one 1024×1024 crop (`slide_crop=0`);
+- peak memory of each inference case (CPU: peak RSS of the process during the case;
+  CUDA: torch.cuda.max_memory_allocated).
+
+Random weights give the real timings: no step depends on the weights' values.
+
+    python benchmarks/benchmark.py --backbones ViT-B/16 ViT-L/14 --device cpu
+    python benchmarks/benchmark.py --device cuda --batch-sizes 1 32 --json cuda.json
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import torch  # noqa: E402
+
+DEFAULT_VOCABULARY = REPO_ROOT / "configs" / "cls_voc21.txt"
+SLIDING_SIZE = (336, 448)
+WHOLE_SIZE = (1024, 1024)
+# The published calibration settings per backbone (SPEC §2).
+CALIBRATION = {
+    "ViT-B/16": dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
+    "ViT-L/14": dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
+}
+GIB = 1024**3
+
+
+def machine_description(device: str) -> dict[str, Any]:
+    """What the numbers came from: processor, cores, memory, load, software versions, GPU."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name"))
+        meminfo = Path("/proc/meminfo").read_text().split()
+        info["memory_gib"] = round(int(meminfo[meminfo.index("MemTotal:") + 1]) / 1024**2, 1)
+    except (OSError, StopIteration, ValueError):
+        info["cpu"] = platform.processor()
+    if device == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+# ---------------------------------------------------------------- measuring inside a worker
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class PeakMemory:
+    """Peak memory of a stretch of code: RSS high-water mark on CPU, allocator peak on CUDA.
+
+    On Linux the RSS high-water mark is reset first (/proc/self/clear_refs), so the peak is the
+    stretch's own, not the model loading's; where that is impossible the process peak is reported.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.result: dict[str, float] = {}
+
+    def __enter__(self) -> Self:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.before = torch.cuda.memory_allocated()
+            return self
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset = True
+        except OSError:
+            self.reset = False
+        self.before = _status_kib("VmRSS") * 1024
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated()
+            self.result = {"gpu_peak_gib": peak / GIB, "gpu_before_gib": self.before / GIB,
+                           "gpu_delta_gib": (peak - self.before) / GIB}
+            return
+        peak = _status_kib("VmHWM") * 1024
+        self.result = {"rss_peak_gib": peak / GIB, "rss_before_gib": self.before / GIB,
+                       "rss_delta_gib": (peak - self.before) / GIB, "rss_peak_reset": self.reset}
+
+
+@dataclass
+class Timings:
+    """Seconds per run: wall clock, and CPU time of the process (all its threads).
+
+    On a shared machine the wall clock depends on the other load; with one torch thread the
+    CPU time hardly does, so ratios of CPU times stay comparable.
+    """
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {"median_s": statistics.median(self.wall), "min_s": min(self.wall), "runs_s": self.wall,
+                "cpu_median_s": statistics.median(self.cpu), "cpu_runs_s": self.cpu}
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> Timings:
+    """Timings of `repeats` calls of fn after `warmup` untimed ones."""
+    return timed_interleaved({"fn": fn}, device, repeats, warmup)["fn"]
+
+
+def timed_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int, warmup: int = 1
+) -> dict[str, Timings]:
+    """Like `timed` for several functions, run in turn, so a change in the machine's load hits them alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    timings = {name: Timings() for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timings[name].wall.append(time.perf_counter() - start)
+            timings[name].cpu.append(time.process_time() - start_cpu)
+    return timings
+
+
+def normalised_images(batch: int, size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """A reproducible batch of random RGB images, CLIP-normalised."""
+    from scclip.clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (batch, 3, *size), generator=generator).float() / 255
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    return ((pixels - mean) / std).to(device)
+
+
+@contextmanager
+def counting_time(module: Any, name: str, totals: dict[str, float]):
+    """Add the wall (and CPU) seconds spent in `module.name` to totals[name] (and totals[name + '_cpu'])."""
+    original = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+            totals[name + "_cpu"] = totals.get(name + "_cpu", 0.0) + time.process_time() - start_cpu
+
+    setattr(module, name, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def build_segmentor(args: argparse.Namespace, **overrides: Any):
+    from scclip import SCCLIPForSegmentation
+
+    settings = dict(
+        clip_path=str(args.checkpoint),
+        name_path=str(args.vocabulary),
+        device=args.device,
+        precision=args.precision,
+        **CALIBRATION[args.backbone],
+    )
+    if args.crop_batch_size:
+        settings["crop_batch_size"] = args.crop_batch_size
+    settings.update(overrides)
+    return SCCLIPForSegmentation(**settings)
+
+
+def compile_blocks(segmentor) -> None:
+    """torch.compile every ViT block of the image encoder (CUDA option)."""
+    for block in segmentor.encoder.visual.transformer.resblocks:
+        block.forward = torch.compile(block.forward, dynamic=False)
+
+
+def case_vocabulary(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the segmentor with an empty cache (first run), then again (cached)."""
+    import scclip.segmentor
+    import scclip.text_cache
+    from scclip.text import Vocabulary, load_templates
+    from scclip.text_cache import TextFeatureCache
+
+    vocabulary = Vocabulary.from_file(args.vocabulary)
+    templates = load_templates()
+    result: dict[str, Any] = {"queries": len(vocabulary.queries), "prompts": len(vocabulary.queries) * len(templates)}
+    for run in ("first", "cached"):
+        parts: dict[str, float] = {}
+        with counting_time(scclip.segmentor, "load", parts), \
+                counting_time(scclip.segmentor, "encode_queries", parts), \
+                counting_time(scclip.text_cache, "sha256_of", parts):
+            start = time.perf_counter()
+            segmentor = build_segmentor(args)
+            if segmentor.device.type == "cuda":
+                torch.cuda.synchronize()
+            total = time.perf_counter() - start
+        result[run] = {
+            "constructor_s": total,
+            "checkpoint_load_s": parts.get("load", 0.0),
+            "text_encoding_s": parts.get("encode_queries", 0.0),
+            "text_encoding_cpu_s": parts.get("encode_queries_cpu", 0.0),
+            "checkpoint_hash_s": parts.get("sha256_of", 0.0),
+            # everything the constructor spent on the text queries besides loading the model
+            "vocabulary_setup_s": total - parts.get("load", 0.0),
+        }
+        del segmentor
+        gc.collect()
+
+    def must_hit() -> torch.Tensor:
+        raise RuntimeError("the text-feature cache missed after a first run")
+
+    settings = dict(precision=args.precision, device=torch.device(args.device).type, batch_size=256)
+    lookups = timed(
+        lambda: TextFeatureCache().get_or_compute(args.checkpoint, vocabulary.queries, templates, settings, must_hit),
+        torch.device("cpu"), repeats=5,
+    )
+    result["cache_lookup"] = lookups.summary()
+    return result
+
+
+def case_sliding(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-image latency at 336×448 with sliding windows, and a plain ViT forward of the same crops.
+
+    One image, the plain forward of its crops and the encoder alone are timed in turn, so their
+    ratios hold even when other work shares the machine. Larger batches are timed afterwards.
+    """
+    from scclip.windows import sliding_windows
+
+    segmentor = build_segmentor(args)
+    if args.compile:
+        compile_blocks(segmentor)
+    device = segmentor.device
+    image = normalised_images(1, SLIDING_SIZE, device)
+    windows = sliding_windows(*SLIDING_SIZE, segmentor.slide_crop, segmentor.slide_stride)
+    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
+    visual = segmentor.encoder.visual
+
+    @torch.no_grad()
+    def plain_forward() -> torch.Tensor:
+        with segmentor._autocast(device, segmentor.precision):
+            return visual.transformer(visual.embed(crops))
+
+    with PeakMemory(device) as memory:
+        segmentor.predict(image)
+    runs = timed_interleaved(
+        {"predict": lambda: segmentor.predict(image), "plain": plain_forward,
+         "encoder": lambda: segmentor.dense_features(crops)},
+        device, args.repeats, warmup=args.warmup,
+    )
+    per_image = statistics.median(runs["predict"].wall)
+    result: dict[str, Any] = {
+        "image_size": list(SLIDING_SIZE),
+        "crops": len(windows),
+        "batch_1": {**runs["predict"].summary(), "per_image_s": per_image, "images_per_s": 1 / per_image,
+                    **memory.result},
+        "plain_vit_forward": runs["plain"].summary(),
+        "encoder_only": runs["encoder"].summary(),
+    }
+    for batch in args.batch_sizes:
+        if batch == 1:
+            continue
+        images = normalised_images(batch, SLIDING_SIZE, device)
+        with PeakMemory(device) as memory:
+            times = timed(lambda images=images: segmentor.predict(images), device, args.repeats, args.warmup)
+        result[f"batch_{batch}"] = {
+            **times.summary(),
+            "per_image_s": statistics.median(times.wall) / batch,
+            "images_per_s": batch / statistics.median(times.wall),
+            **memory.result,
+        }
+    return result
+
+
+def case_whole(args: argparse.Namespace) -> dict[str, Any]:
+    """One 1024×1024 image as a single crop; the first run's peak memory is the one reported."""
+    segmentor = build_segmentor(args, slide_crop=0)
+    if args.compile:
+        compile_blocks(segmentor)
+    device = segmentor.device
+    images = normalised_images(1, WHOLE_SIZE, device)
+    with PeakMemory(device) as memory:
+        first = timed(lambda: segmentor.predict(images), device, repeats=1, warmup=0)
+    repeats = max(args.repeats // 3, 1) if device.type == "cpu" else args.repeats
+    warm = timed(lambda: segmentor.predict(images), device, repeats=repeats, warmup=0)
+    return {"image_size": list(WHOLE_SIZE), "first_run_s": first.wall[0], **warm.summary(), **memory.result}
+
+
+CASES = {"vocabulary": case_vocabulary, "sliding": case_sliding, "whole": case_whole}
+
+
+# ---------------------------------------------------------------- orchestration
+
+
+def make_checkpoint(backbone: str, folder: Path) -> Path:
+    """A random full-size checkpoint of `backbone` (fp16 state dict), made once and reused."""
+    path = folder / f"random_{backbone.replace('/', '-')}.pt"
+    if not path.is_file():
+        code = (
+            "import sys; sys.path.insert(0, sys.argv[3]);"
+            "from scclip.clip.architectures import random_clip, save_checkpoint;"
+            "save_checkpoint(random_clip(sys.argv[1], seed=0), sys.argv[2])"
+        )
+        subprocess.run([sys.executable, "-c", code, backbone, str(path), str(REPO_ROOT)], check=True)
+    return path
+
+
+def run_case(case: str, backbone: str, checkpoint: Path, cache: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Run one case in a fresh Python process and return what it measured."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "result.json"
+        command = [
+            sys.executable, __file__, "--worker", case, "--result", str(out),
+            "--backbones", backbone, "--checkpoint", str(checkpoint), "--vocabulary", str(args.vocabulary),
+            "--device", args.device, "--precision", args.precision, "--repeats", str(args.repeats),
+            "--warmup", str(args.warmup), "--batch-sizes", *map(str, args.batch_sizes),
+        ]
+        if args.threads:
+            command += ["--threads", str(args.threads)]
+        if args.crop_batch_size:
+            command += ["--crop-batch-size", str(args.crop_batch_size)]
+        if args.compile:
+            command.append("--compile")
+        environment = {**os.environ, "SCCLIP_CACHE_DIR": str(cache)}
+        started = time.perf_counter()
+        subprocess.run(command, check=True, env=environment)
+        result = json.loads(out.read_text())
+    result["case_wall_s"] = time.perf_counter() - started
+    return result
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per backbone: the figures the issue's targets are stated in."""
+    def cell(value: float | None, digits: int = 2) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    header = (
+        "| backbone | device | precision | vocabulary set-up, first run (s) | cached (s) | "
+        "per image 336×448 (s) | images/s | plain ViT forward, same crops (s) | ours ÷ plain | "
+        "ours ÷ plain, CPU time | whole image 1024² (s) | peak memory, whole image (GiB) | "
+        "peak memory, 336×448 (GiB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    rows = [header]
+    for r in results:
+        vocab, sliding, whole = r.get("vocabulary", {}), r.get("sliding", {}), r.get("whole", {})
+        batch1 = sliding.get("batch_1", {})
+        plain = sliding.get("plain_vit_forward", {}).get("median_s")
+        plain_cpu = sliding.get("plain_vit_forward", {}).get("cpu_median_s")
+        per_image, per_image_cpu = batch1.get("per_image_s"), batch1.get("cpu_median_s")
+        memory_key = "gpu_peak_gib" if r["device"] == "cuda" else "rss_peak_gib"
+        best_rate = max((v["images_per_s"] for k, v in sliding.items() if k.startswith("batch_")), default=None)
+        rows.append(
+            f"| {r['backbone']} | {r['device']} | {r['precision']} "
+            f"| {cell(vocab.get('first', {}).get('vocabulary_setup_s'), 1)} "
+            f"| {cell(vocab.get('cached', {}).get('vocabulary_setup_s'), 3)} "
+            f"| {cell(per_image)} | {cell(best_rate)} | {cell(plain)} "
+            f"| {cell(per_image / plain if per_image and plain else None, 3)} "
+            f"| {cell(per_image_cpu / plain_cpu if per_image_cpu and plain_cpu else None, 3)} "
+            f"| {cell(whole.get('median_s'))} | {cell(whole.get(memory_key))} | {cell(batch1.get(memory_key))} |"
+        )
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbones", nargs="+", default=["ViT-B/16", "ViT-L/14"], choices=sorted(CALIBRATION))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                        help="'auto' = fp32 on CPU, fp16 autocast on CUDA")
+    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (2 timed runs, no warm-up on CPU)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5, CUDA 20)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 1, CUDA 3)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None,
+                        help="images per predict call for the sliding-window case (default: CPU 1, CUDA 1 32)")
+    parser.add_argument("--crop-batch-size", type=int, default=0,
+                        help="crops per encoder call (0 = the segmentor's default; raise it on a GPU)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the ViT blocks (meant for CUDA)")
+    parser.add_argument("--vocabulary", type=Path, default=DEFAULT_VOCABULARY)
+    parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "work_dirs" / "benchmark",
+                        help="random checkpoints (reused between runs) and a scratch text-feature cache")
+    parser.add_argument("--json", type=Path, default=None, help="where to save the results (default: in --work-dir)")
+    parser.add_argument("--worker", choices=list(CASES), help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else (20 if cuda else 5)
+    if args.warmup is None:
+        args.warmup = (1 if cuda else 0) if args.quick else (3 if cuda else 1)
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 32] if cuda else [1]
+    return args
+
+
+def worker(args: argparse.Namespace) -> None:
+    import scclip  # noqa: F401  (makes mmseg importable and registers the segmentor)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.backbone = args.backbones[0]
+    result = CASES[args.worker](args)
+    args.result.write_text(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args)
+        return
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is visible to torch")
+    if not args.vocabulary.is_file():
+        sys.exit(f"vocabulary file not found: {args.vocabulary} (pass --vocabulary)")
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine_description(args.device), "command": " ".join(sys.argv), "results": []}
+    for backbone in args.backbones:
+        print(f"[{backbone}] making a random checkpoint", flush=True)
+        checkpoint = make_checkpoint(backbone, args.work_dir)
+        cache = args.work_dir / f"cache_{backbone.replace('/', '-')}_{args.device}"
+        shutil.rmtree(cache, ignore_errors=True)  # the first run must find nothing
+        row: dict[str, Any] = {"backbone": backbone, "device": args.device, "precision": args.precision}
+        cases = [case for case in CASES if case in args.cases]
+        for case in cases:
+            print(f"[{backbone}] {case} ...", flush=True)
+            row[case] = run_case(case, backbone, checkpoint, cache, args)
+        row["load_average_after"] = os.getloadavg()
+        report["results"].append(row)
+    report["machine"]["load_average_end"] = os.getloadavg()
+    json_path = args.json or args.work_dir / f"benchmark_{args.device}.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    print()
+    print(markdown_table(report["results"]))
+    print()
+    print(f"machine: {report['machine']}")
+    print(f"results: {json_path}")
+
+
+if __name__ == "__main__":
+    main()
