@@ -93,15 +93,15 @@ def resolve_anomalies(tokens: torch.Tensor, anomalies: torch.Tensor, grid: tuple
     # tokens: B×N×C, anomalies: B×N, N = h·w (row-major)
     b, n, c = tokens.shape
     h, w = grid
-    x = tokens.transpose(1, 2).reshape(b * c, 1, h, w)
+    x = tokens.transpose(1, 2).reshape(b, c, h, w)
     valid = (~anomalies).to(tokens.dtype).view(b, 1, h, w)
     ring = torch.ones(1, 1, 3, 3, dtype=tokens.dtype, device=tokens.device)
     ring[0, 0, 1, 1] = 0
-    total = F.conv2d(x * valid.repeat_interleave(c, dim=0), ring, padding=1).view(b, c, h, w)
+    total = F.conv2d(x * valid, ring.expand(c, 1, 3, 3), padding=1, groups=c)  # per-channel neighbour sums
     count = F.conv2d(valid, ring, padding=1)  # B×1×h×w
     mean = total / count.clamp_min(1)
     replace = anomalies.view(b, 1, h, w) & (count > 0)
-    out = torch.where(replace, mean, x.view(b, c, h, w))
+    out = torch.where(replace, mean, x)
     return out.flatten(2).transpose(1, 2)
 
 

@@ -14,7 +14,7 @@ def class_scores(query_logits: Tensor, query_to_class: Tensor, num_classes: int,
 
 def suppress_small_classes(scores: Tensor, area_thd: float) -> Tensor:
     """Zero the scores of classes ≥ 1 whose argmax area is not above area_thd × the area of all classes ≥ 1."""
-    area = torch.bincount(scores.argmax(dim=0).flatten(), minlength=scores.shape[0])[1:].float()
+    area = torch.bincount(scores.max(dim=0).indices.flatten(), minlength=scores.shape[0])[1:].float()
     keep = (area > area_thd * area.sum()).to(scores.dtype)
     scores = scores.clone()
     scores[1:] *= keep[:, None, None]
@@ -23,6 +23,6 @@ def suppress_small_classes(scores: Tensor, area_thd: float) -> Tensor:
 
 def labels(scores: Tensor, prob_thd: float) -> Tensor:
     """1×H×W argmax labels; pixels whose best score is below prob_thd become class 0."""
-    pred = scores.argmax(dim=0, keepdim=True)
-    pred[scores.amax(dim=0, keepdim=True) < prob_thd] = 0
+    best, pred = scores.max(dim=0, keepdim=True)
+    pred[best < prob_thd] = 0
     return pred

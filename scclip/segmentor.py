@@ -246,7 +246,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         results = []
         for image, meta, image_logits in zip(images, metas, logits):
             size = tuple(meta["ori_shape"][:2])
-            image_logits = F.interpolate(image_logits[None], size=size, mode="bilinear", align_corners=False)
+            image_logits = image_logits[None]
+            if image_logits.shape[-2:] != size:
+                image_logits = F.interpolate(image_logits, size=size, mode="bilinear", align_corners=False)
             if self.pamr_steps > 0:
                 resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
                 image_logits = pamr(resized, image_logits, self.pamr_steps, self.pamr_stride)
