@@ -15,6 +15,7 @@ test_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
+    pin_memory=True,  # with the workers, keeps a GPU fed; harmless on the CPU
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(pipeline=test_pipeline),
 )

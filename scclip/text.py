@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mmengine.logging import MMLogger
+from tqdm import tqdm
 
 from .clip.model import CLIP
 from .clip.tokenizer import tokenize
@@ -108,7 +109,8 @@ def encode_queries(
     tokens = tokenize(prompts)
     order = tokens.argmax(dim=-1).argsort()
     features = torch.empty(len(prompts), model.text_projection.shape[1], device=device)
-    for start in range(0, len(prompts), batch_size):
+    batches = range(0, len(prompts), batch_size)
+    for start in tqdm(batches, desc=f"encoding {len(prompts)} prompts", unit="batch", disable=None, leave=False):
         index = order[start : start + batch_size]
         features[index.to(device)] = model.encode_text(tokens[index].to(device)).float()
     features = F.normalize(features, dim=-1).view(len(queries), len(templates), -1)

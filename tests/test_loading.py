@@ -145,6 +145,19 @@ def test_state_dict_missing_keys_names_them(tmp_path, tiny_state_dict):
     assert "\n" not in message
 
 
+def test_missing_block_key_and_wrong_shape_are_named(tmp_path, tiny_state_dict):
+    path = tmp_path / "damaged.pt"
+    damaged = {k: v for k, v in tiny_state_dict.items() if k != "visual.transformer.resblocks.3.ln_1.weight"}
+    torch.save(damaged, path)
+    with pytest.raises(CheckpointError, match="missing keys visual.transformer.resblocks.3.ln_1.weight"):
+        load(path, device="cpu")
+    reshaped = dict(tiny_state_dict, **{"visual.proj": torch.zeros(5, 5, dtype=torch.float16)})
+    torch.save(reshaped, path)
+    with pytest.raises(CheckpointError, match="size mismatch for visual.proj") as info:
+        load(path, device="cpu")
+    assert "\n" not in str(info.value)
+
+
 def test_resnet_clip_says_a_vit_is_needed(tmp_path, tiny_state_dict):
     path = tmp_path / "rn50.pt"
     resnet = {k: v for k, v in tiny_state_dict.items() if not k.startswith("visual.")}

@@ -111,3 +111,12 @@ def test_training_is_refused(segmentor):
 def test_unknown_precision_is_refused(tiny_checkpoint_path):
     with pytest.raises(InputError, match="precision"):
         SCCLIPForSegmentation(clip_path=str(tiny_checkpoint_path), vocabulary=VOCABULARY, precision="fp8")
+
+
+@pytest.mark.slow
+def test_compiled_encoder_gives_the_same_results(tiny_checkpoint_path, segmentor):
+    compiled = SCCLIPForSegmentation(clip_path=str(tiny_checkpoint_path), vocabulary=VOCABULARY, device="cpu",
+                                     compile=True)
+    x = image(224, 336)[None]
+    expected = segmentor.predict(x)[0].seg_logits.data
+    torch.testing.assert_close(compiled.predict(x)[0].seg_logits.data, expected, atol=1e-5, rtol=1e-5)

@@ -194,23 +194,28 @@ def build_model(state_dict: dict[str, torch.Tensor], fused: bool = True) -> CLIP
     vision_width, patch_size = conv.shape[0], conv.shape[-1]
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     transformer_width = state_dict["ln_final.weight"].shape[0]
-    model = CLIP(
-        embed_dim=state_dict["text_projection"].shape[1],
-        image_resolution=patch_size * grid,
-        vision_layers=_count_blocks(state_dict, "visual.transformer."),
-        vision_width=vision_width,
-        vision_patch_size=patch_size,
-        context_length=state_dict["positional_embedding"].shape[0],
-        vocab_size=state_dict["token_embedding.weight"].shape[0],
-        transformer_width=transformer_width,
-        transformer_heads=max(transformer_width // HEAD_WIDTH, 1),
-        transformer_layers=_count_blocks(state_dict, "transformer."),
-        fused=fused,
-    )
+    with torch.device("meta"):  # no memory or random init for weights that are replaced right away
+        model = CLIP(
+            embed_dim=state_dict["text_projection"].shape[1],
+            image_resolution=patch_size * grid,
+            vision_layers=_count_blocks(state_dict, "visual.transformer."),
+            vision_width=vision_width,
+            vision_patch_size=patch_size,
+            context_length=state_dict["positional_embedding"].shape[0],
+            vocab_size=state_dict["token_embedding.weight"].shape[0],
+            transformer_width=transformer_width,
+            transformer_heads=max(transformer_width // HEAD_WIDTH, 1),
+            transformer_layers=_count_blocks(state_dict, "transformer."),
+            fused=fused,
+        )
     rounded = {
         k: v.to(torch.float16).float() if v.is_floating_point() else v for k, v in state_dict.items()
     }
-    result = model.load_state_dict(rounded, strict=False)
+    try:
+        result = model.load_state_dict(rounded, strict=False, assign=True)
+    except RuntimeError as error:  # tensors of the wrong shape
+        details = " ".join(line.strip() for line in str(error).splitlines()[1:3])
+        raise CheckpointError(f"state dict does not match the CLIP ViT layout: {details}") from None
     if result.missing_keys or result.unexpected_keys:
         details = []
         if result.missing_keys:
