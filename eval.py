@@ -25,7 +25,7 @@ from mmengine.utils import ProgressBar
 
 from scclip.datasets import check_dataset
 from scclip.errors import InputError, ScclipError
-from scclip.imageio import write_atomically
+from scclip.fileio import write_atomically
 from scclip.visualize import overlay
 
 # Benchmarks in the paper's order, and its published mIoU (SPEC §4; L/14 lacks three per-dataset numbers).

@@ -22,10 +22,19 @@ from .clip import load_state_dict
 from .clip.architectures import ARCHITECTURES
 from .clip.pretrained import MODEL_URLS
 from .errors import CheckpointError, InputError, VocabularyError
-from .imageio import ImageSource, read_image, write_atomically
+from .fileio import write_atomically
+from .imageio import ImageSource, read_image
 from .segmentor import SCCLIPForSegmentation
 from .text import Vocabulary
-from .visualize import LegendEntry, label_image, legend_entries, overlay, palette, pixel_shares, side_by_side
+from .visualize import (
+    LegendEntry,
+    label_image,
+    legend_entries,
+    overlay,
+    palette,
+    pixel_shares,
+    side_by_side,
+)
 
 SAMPLE_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 SAMPLE_CLASSES = ("wall, background", "astronaut, woman", "space suit", "helmet", "flag", "space shuttle, rocket")

@@ -6,8 +6,6 @@ onto white, the way most viewers show them, so that undefined colours under alph
 or junk) are not segmented as if they were visible.
 """
 import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -136,25 +134,3 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     if not paths:
         raise ImageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}: pass a folder with images")
     return paths
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(temp_path)` then rename onto `path`, so a failure never leaves a partial file there.
-
-    The temporary file sits in the destination folder (same file system, so the rename is atomic)
-    and keeps the destination's suffix, which writers like PIL use to pick the format.
-
-    Raises:
-        InputError: the destination cannot be written (missing permission, disk full, ...).
-    """
-    path = Path(path)
-    temp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(temp)
-        os.replace(temp, path)
-    except OSError as error:
-        raise InputError(f"cannot write {path}: {error.strerror or error}: choose another output path") from None
-    finally:
-        temp.unlink(missing_ok=True)
-    return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import torch
 from mmengine.logging import MMLogger
 
 from .clip.pretrained import MODEL_URLS, expected_sha256, sha256_of
+from .errors import InputError
+from .fileio import write_atomically
 
 CACHE_DIR_VARIABLE = "SCCLIP_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/scclip"
@@ -32,19 +33,6 @@ FORMAT_VERSION = 1
 def cache_dir() -> Path:
     """The cache folder: `$SCCLIP_CACHE_DIR` when set, else `~/.cache/scclip`."""
     return Path(os.environ.get(CACHE_DIR_VARIABLE) or DEFAULT_CACHE_DIR).expanduser()
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside `path`, then rename it into place (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(temp_name))
-        os.replace(temp_name, path)
-    finally:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
 
 
 def _tensor_sha256(tensor: torch.Tensor) -> str:
@@ -72,8 +60,8 @@ def file_digest(path: str | os.PathLike, root: Path | None = None) -> str:
     digest = sha256_of(path)
     try:
         text = json.dumps({**identity, "sha256": digest})
-        _atomic_write(memo, lambda temp: temp.write_text(text, encoding="utf-8"))
-    except OSError as error:
+        write_atomically(memo, lambda temp: temp.write_text(text, encoding="utf-8"))
+    except InputError as error:
         MMLogger.get_current_instance().warning(f"could not remember the SHA-256 of {path} in {memo.parent}: {error}")
     return digest
 
@@ -147,8 +135,8 @@ class TextFeatureCache:
         entry = {"key": key, "features": features, "sha256": _tensor_sha256(features)}
         path = self.entry_path(key)
         try:
-            _atomic_write(path, lambda temp: torch.save(entry, temp))
-        except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+            write_atomically(path, lambda temp: torch.save(entry, temp))
+        except (InputError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
             MMLogger.get_current_instance().warning(f"could not write the text-feature cache entry {path}: {error}")
             return False
         return True

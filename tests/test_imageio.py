@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 from scclip.errors import ImageError, InputError
-from scclip.imageio import array_to_rgb, list_images, read_image, write_atomically
+from scclip.fileio import write_atomically
+from scclip.imageio import array_to_rgb, list_images, read_image
 
 EXIF_ORIENTATION = 0x0112
 
