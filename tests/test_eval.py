@@ -222,3 +222,21 @@ def test_summary_compares_finished_runs_with_the_paper(tmp_path, capsys):
 def test_summary_of_an_empty_folder_says_what_to_run(tmp_path):
     with pytest.raises(InputError, match=f"no metrics.json under {tmp_path}: run eval.py or dist_test.sh"):
         eval_script.summary_table(tmp_path)
+
+
+def test_batches_of_two_images_give_the_same_metrics(tmp_path, tiny_checkpoint_path):
+    """Two photos of different sizes in one batch are padded together; the metrics must not move."""
+    root = make_dataset(tmp_path / "datasets", "voc21")
+    layout = LAYOUTS["voc21"]
+    stem = layout.stems[1]  # make the second photo portrait: the batch then needs padding
+    for path in (root / layout.img_dir / f"{stem}{layout.img_suffix}", root / layout.ann_dir / f"{stem}{layout.seg_suffix}"):
+        image = Image.open(path)
+        image.transpose(Image.Transpose.TRANSPOSE).save(path)
+    plant_predictions(root, "voc21", predict_independently("voc21", tiny_checkpoint_path, root))
+    metrics = []
+    for batch_size in (1, 2):
+        work_dir = tmp_path / f"batch{batch_size}"
+        args = eval_args("voc21", tiny_checkpoint_path, root, work_dir)
+        assert eval_script.main([*args, f"test_dataloader.batch_size={batch_size}"]) == 0
+        metrics.append(json.loads((work_dir / "cfg_voc21" / "metrics.json").read_text())["metrics"])
+    assert metrics[0] == metrics[1]
