@@ -18,7 +18,7 @@ from mmengine.logging import MMLogger
 from mmseg.structures import SegDataSample
 from PIL import Image
 
-from .clip import load_state_dict
+from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.pretrained import MODEL_URLS
 from .errors import CheckpointError, InputError, VocabularyError
@@ -85,18 +85,18 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
     return lines
 
 
-def backbone_depth(backbone: str | os.PathLike) -> int:
-    """Number of blocks of the image tower: from the table for public names, else read off the checkpoint."""
+def load_backbone(backbone: str | os.PathLike, device: str | torch.device | None = None) -> tuple[int, CLIP | None]:
+    """Depth of the image tower, and the loaded CLIP when it had to be read to know it.
+
+    Public names come from the architecture table (the segmentor downloads them); a checkpoint
+    file is loaded here once and handed on, so it is not read twice.
+    """
     if isinstance(backbone, str) and backbone in ARCHITECTURES:
-        return ARCHITECTURES[backbone]["vision_layers"]
+        return ARCHITECTURES[backbone]["vision_layers"], None
     if isinstance(backbone, str) and backbone in MODEL_URLS:
         raise CheckpointError(f"{backbone} is a ResNet CLIP; SC-CLIP needs a ViT: use ViT-B/16 or ViT-L/14")
-    state_dict = load_state_dict(backbone)
-    prefix = "visual.transformer.resblocks."
-    blocks = {key[len(prefix):].split(".", 1)[0] for key in state_dict if key.startswith(prefix)}
-    if not blocks:
-        raise CheckpointError(f"{backbone} holds no ViT image blocks ({prefix}*): SC-CLIP needs a ViT CLIP checkpoint")
-    return len(blocks)
+    model, _ = load(backbone, device=device)
+    return len(model.visual.transformer.resblocks), model
 
 
 def calibration_settings(depth: int) -> tuple[dict, str]:
@@ -233,7 +233,7 @@ class Segmenter:
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
-        self.depth = backbone_depth(backbone)
+        self.depth, clip_model = load_backbone(backbone, device)
         settings, self.settings_note = calibration_settings(self.depth)
         MMLogger.get_current_instance().info(f"SC-CLIP on {self.backbone}: {self.settings_note}")
         self.settings = {**settings, **{k: v for k, v in options.items() if k in settings}}
@@ -241,7 +241,9 @@ class Segmenter:
         arguments = dict(pamr_steps=PAMR_STEPS if pamr else 0, prob_thd=prob_thd, slide_crop=224 if slide else 0)
         arguments.update(options)
         arguments.update(self.settings)
-        self.segmentor = SCCLIPForSegmentation(clip_path=str(backbone), vocabulary=lines, device=device, **arguments)
+        self.segmentor = SCCLIPForSegmentation(
+            clip_path=str(backbone), vocabulary=lines, device=device, clip_model=clip_model, **arguments
+        )
         self.colours = palette(self.segmentor.num_classes)
 
     @property

@@ -14,7 +14,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from .calibration import CalibrationConfig, SCCLIPEncoder
-from .clip import load
+from .clip import CLIP, load
 from .clip.loading import default_device
 from .errors import InputError, VocabularyError
 from .pamr import pamr
@@ -78,6 +78,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         download_root: where named checkpoints are cached (default ~/.cache/clip).
         text_cache: reuse query features stored on disk for this checkpoint, vocabulary and templates
             (folder `$SCCLIP_CACHE_DIR`, default ~/.cache/scclip); False encodes them and writes nothing.
+        clip_model: the CLIP of `clip_path`, already loaded (saves reading the file again).
         compile: `torch.compile` the calibrated encoder (worth it on CUDA for long runs; each new
             crop shape compiles once, tens of seconds).
     """
@@ -108,6 +109,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         text_batch_size: int = 256,
         download_root: str | None = None,
         text_cache: bool = True,
+        clip_model: CLIP | None = None,
         compile: bool = False,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
@@ -125,7 +127,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.vocabulary = (
             Vocabulary.from_file(name_path) if name_path is not None else Vocabulary.from_lines(vocabulary)
         )
-        clip_model, _ = load(clip_path, device=device, download_root=download_root)
+        if clip_model is None:
+            clip_model, _ = load(clip_path, device=device, download_root=download_root)
+        clip_model = clip_model.to(device)
         self.encoder = SCCLIPEncoder(
             clip_model.visual,
             CalibrationConfig(
