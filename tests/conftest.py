@@ -61,6 +61,13 @@ def golden_dir_or_none() -> Path | None:
     return path if path.is_dir() else None
 
 
+def golden_file(path: Path) -> Path:
+    """A readable file for a path that a golden case names (relative paths resolved by the caller)."""
+    if not path.is_file():
+        pytest.fail(f"golden file missing: {path}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     path = golden_dir_or_none()
