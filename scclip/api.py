@@ -214,7 +214,8 @@ class Segmenter:
         slide: sliding-window inference (224 crops, stride 112); False = whole image at once.
         scale: (long, short) bound of the keep-ratio resize before inference.
         **options: further `SCCLIPForSegmentation` arguments (e.g. logit_scale, area_thd,
-            download_root); calibration indices given here override the depth-based ones.
+            download_root, clip_model: the CLIP of `backbone` already loaded, shared by several
+            segmenters); calibration indices given here override the depth-based ones.
     """
 
     def __init__(
@@ -233,7 +234,11 @@ class Segmenter:
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
-        self.depth, clip_model = load_backbone(backbone, device)
+        clip_model = options.pop("clip_model", None)  # `backbone` already loaded: several segmenters share it
+        if clip_model is None:
+            self.depth, clip_model = load_backbone(backbone, device)
+        else:
+            self.depth = len(clip_model.visual.transformer.resblocks)
         settings, self.settings_note = calibration_settings(self.depth)
         MMLogger.get_current_instance().info(f"SC-CLIP on {self.backbone}: {self.settings_note}")
         self.settings = {**settings, **{k: v for k, v in options.items() if k in settings}}
