@@ -1,7 +1,11 @@
 """Shared fixtures: tiny random CLIP checkpoints in OpenAI's formats, and the golden data folder."""
+import atexit
 import logging
+import lzma
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -54,25 +58,50 @@ def private_text_cache(tmp_path_factory):
         os.environ["SCCLIP_CACHE_DIR"] = previous
 
 
-def golden_dir_or_none() -> Path | None:
-    """`$SCCLIP_GOLDEN_DIR`, else `../shared/golden` beside the repository, when it exists."""
+GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
+COMPRESSED_SUFFIX = ".xz"
+_decompressed: dict[Path, Path] = {}
+
+
+def golden_root() -> Path:
+    """`$SCCLIP_GOLDEN_DIR` when set (e.g. the full release outputs), else the compact copy in tests/golden."""
     configured = os.environ.get("SCCLIP_GOLDEN_DIR")
-    path = Path(configured) if configured else REPO_ROOT.parent / "shared" / "golden"
+    return Path(configured) if configured else GOLDEN_DIR
+
+
+def golden_dir_or_none() -> Path | None:
+    """The golden folder (see `golden_root`) when it exists."""
+    path = golden_root()
     return path if path.is_dir() else None
 
 
 def golden_file(path: Path) -> Path:
-    """A readable file for a path that a golden case names (relative paths resolved by the caller)."""
-    if not path.is_file():
-        pytest.fail(f"golden file missing: {path}")
-    return path
+    """A readable file for a path that a golden case names (relative paths resolved by the caller).
+
+    The compact golden data ship large files xz-compressed (`clip_b16_seed0.pt.xz`); asked for
+    `clip_b16_seed0.pt`, this decompresses it once per session into a private temporary folder.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    compressed = path.with_name(path.name + COMPRESSED_SUFFIX)
+    if not compressed.is_file():
+        pytest.fail(f"golden file missing: {path} (nor {compressed.name}): see tests/golden/make_compact.py")
+    key = compressed.resolve()
+    if key not in _decompressed:
+        folder = Path(tempfile.mkdtemp(prefix="scclip_golden_"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        target = folder / path.name
+        target.write_bytes(lzma.decompress(compressed.read_bytes()))
+        _decompressed[key] = target
+    return _decompressed[key]
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    path = golden_dir_or_none()
-    if path is None:
-        pytest.skip("golden outputs not found: set SCCLIP_GOLDEN_DIR or place them at ../shared/golden")
+    path = golden_root()
+    if not path.is_dir():
+        pytest.fail(f"golden outputs not found at {path}: unset SCCLIP_GOLDEN_DIR to use the copy in tests/golden")
     return path
 
 
