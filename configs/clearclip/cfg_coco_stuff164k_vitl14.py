@@ -1,0 +1,4 @@
+# ClearCLIP with ViT-L/14: cfg_coco_stuff164k.py with the L/14 backbone (the release uses the same settings for both).
+_base_ = './cfg_coco_stuff164k.py'
+
+model = dict(clip_path='ViT-L/14')

@@ -1,0 +1,5 @@
+# MaskCLIP with ViT-B/16, as the ClearCLIP release runs it: clearclip/cfg_coco_stuff164k.py with the identity
+# attention and the last block's residual and MLP kept (the published MaskCLIP row).
+_base_ = '../clearclip/cfg_coco_stuff164k.py'
+
+model = dict(method='maskclip', residual=True)

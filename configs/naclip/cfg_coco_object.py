@@ -1,0 +1,4 @@
+# NACLIP with ViT-B/16, its release's published settings: COCO-Object val2017, background + 80 things.
+_base_ = ['../cfg_coco_object.py', './release.py']
+
+model = dict(_base_.release_settings, prob_thd=0.1)

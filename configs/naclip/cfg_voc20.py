@@ -1,0 +1,5 @@
+# NACLIP with ViT-B/16, its release's published settings: Pascal VOC 2012 val, 20 classes (background ignored).
+# Whole image (no sliding window), PAMR included.
+_base_ = ['../cfg_voc20.py', './release.py']
+
+model = dict(_base_.release_settings, slide_crop=0)

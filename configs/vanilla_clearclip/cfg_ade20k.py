@@ -1,0 +1,5 @@
+# Plain CLIP with ViT-B/16, as the ClearCLIP release runs it:
+# clearclip/cfg_ade20k.py with CLIP's own last block (attention, residual and MLP).
+_base_ = '../clearclip/cfg_ade20k.py'
+
+model = dict(method='vanilla', residual=True)

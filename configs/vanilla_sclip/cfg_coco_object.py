@@ -1,0 +1,5 @@
+# Plain CLIP with ViT-B/16, as the SCLIP release runs it (its non-CSA path):
+# sclip/cfg_coco_object.py with CLIP's own last block.
+_base_ = '../sclip/cfg_coco_object.py'
+
+model = dict(method='vanilla')
