@@ -1,14 +1,17 @@
-"""CLIP's ViT image tower and text tower, and building them from an OpenAI state dict."""
+"""CLIP's ViT image tower and text tower, and building them from a state dict in OpenAI's key layout."""
 import re
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
+from .constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .transformer import LayerNorm, Transformer
 
-HEAD_WIDTH = 64  # CLIP uses width / 64 heads in both towers
+HEAD_WIDTH = 64  # OpenAI's CLIPs use width / 64 heads in both towers (open_clip's ViT-H/14: 80)
+LAYOUT_MISMATCH = "state dict does not match the CLIP ViT layout: "
 CHECKPOINT_METADATA_KEYS = ("input_resolution", "context_length", "vocab_size")
 REQUIRED_KEYS = (
     "visual.conv1.weight",
@@ -65,6 +68,8 @@ class VisionTransformer(nn.Module):
         heads: attention heads.
         output_dim: joint embedding width D.
         fused: use fused attention kernels in the blocks.
+        activation: MLP activation, 'quick_gelu' (OpenAI) or 'gelu'.
+        mlp_width: MLP hidden width (default 4·width).
     """
 
     def __init__(
@@ -76,6 +81,8 @@ class VisionTransformer(nn.Module):
         heads: int,
         output_dim: int,
         fused: bool = True,
+        activation: str = "quick_gelu",
+        mlp_width: int | None = None,
     ) -> None:
         super().__init__()
         self.input_resolution = input_resolution
@@ -86,7 +93,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = nn.Parameter(scale * torch.randn(width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(self.trained_grid**2 + 1, width))
         self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads, fused=fused)
+        self.transformer = Transformer(width, layers, heads, fused=fused, activation=activation, mlp_width=mlp_width)
         self.ln_post = LayerNorm(width)
         self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
 
@@ -112,7 +119,16 @@ class VisionTransformer(nn.Module):
 
 
 class CLIP(nn.Module):
-    """CLIP with a ViT image tower; the text tower's weights sit at the top level, as in OpenAI's files."""
+    """CLIP with a ViT image tower; the text tower's weights sit at the top level, as in OpenAI's files.
+
+    The first arguments are OpenAI's; the keyword ones after `fused` describe open_clip's variants of
+    the same model (its ViT-H/14 has 16 heads of width 80, most LAION models use GELU, ViT-bigG/14 a
+    wider MLP). Their defaults are OpenAI's.
+
+    Attributes set by the loader: `image_mean`, `image_std` (the RGB normalisation the weights were
+    trained with), `architecture` (the open_clip model name, or None for OpenAI's layout) and
+    `checkpoint_path` (the file the weights came from, or None).
+    """
 
     def __init__(
         self,
@@ -127,6 +143,10 @@ class CLIP(nn.Module):
         transformer_heads: int,
         transformer_layers: int,
         fused: bool = True,
+        vision_heads: int | None = None,
+        activation: str = "quick_gelu",
+        vision_mlp_width: int | None = None,
+        transformer_mlp_width: int | None = None,
     ) -> None:
         super().__init__()
         self.context_length = context_length
@@ -135,16 +155,29 @@ class CLIP(nn.Module):
             patch_size=vision_patch_size,
             width=vision_width,
             layers=vision_layers,
-            heads=vision_width // HEAD_WIDTH or 1,
+            heads=vision_heads or vision_width // HEAD_WIDTH or 1,
             output_dim=embed_dim,
             fused=fused,
+            activation=activation,
+            mlp_width=vision_mlp_width,
         )
-        self.transformer = Transformer(transformer_width, transformer_layers, transformer_heads, fused=fused)
+        self.transformer = Transformer(
+            transformer_width,
+            transformer_layers,
+            transformer_heads,
+            fused=fused,
+            activation=activation,
+            mlp_width=transformer_mlp_width,
+        )
         self.token_embedding = nn.Embedding(vocab_size, transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(context_length, transformer_width))
         self.ln_final = LayerNorm(transformer_width)
         self.text_projection = nn.Parameter(torch.empty(transformer_width, embed_dim))
         self.logit_scale = nn.Parameter(torch.ones([]))
+        self.image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+        self.image_std: tuple[float, float, float] = OPENAI_CLIP_STD
+        self.architecture: str | None = None
+        self.checkpoint_path = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -175,12 +208,8 @@ def _count_blocks(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     return max(indices) + 1 if indices else 0
 
 
-def build_model(state_dict: dict[str, torch.Tensor], fused: bool = True) -> CLIP:
-    """Build a ViT CLIP from a state dict in OpenAI's key layout, reading the architecture off it.
-
-    Weights are rounded to float16 values (the precision CLIP was released in) and the model is
-    returned in float32, in eval mode, on the CPU.
-    """
+def openai_config(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """CLIP's constructor arguments read off a state dict in OpenAI's layout (heads = width / 64)."""
     if any(key.startswith("visual.layer1.") for key in state_dict):
         raise CheckpointError(
             "this is a ResNet CLIP checkpoint; dense SC-CLIP needs a ViT CLIP (e.g. ViT-B/16 or ViT-L/14)"
@@ -188,39 +217,72 @@ def build_model(state_dict: dict[str, torch.Tensor], fused: bool = True) -> CLIP
     missing = [key for key in REQUIRED_KEYS if key not in state_dict]
     if missing:
         raise CheckpointError(f"not a CLIP ViT state dict: missing keys {', '.join(missing)}")
-    state_dict = {k: v for k, v in state_dict.items() if k not in CHECKPOINT_METADATA_KEYS}
-
     conv = state_dict["visual.conv1.weight"]
     vision_width, patch_size = conv.shape[0], conv.shape[-1]
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     transformer_width = state_dict["ln_final.weight"].shape[0]
+    return dict(
+        embed_dim=state_dict["text_projection"].shape[1],
+        image_resolution=patch_size * grid,
+        vision_layers=_count_blocks(state_dict, "visual.transformer."),
+        vision_width=vision_width,
+        vision_patch_size=patch_size,
+        context_length=state_dict["positional_embedding"].shape[0],
+        vocab_size=state_dict["token_embedding.weight"].shape[0],
+        transformer_width=transformer_width,
+        transformer_heads=max(transformer_width // HEAD_WIDTH, 1),
+        transformer_layers=_count_blocks(state_dict, "transformer."),
+    )
+
+
+def _layout_mismatch(model: CLIP, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """What keeps `state_dict` from loading strictly into `model` (first few differences), or None."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    reshaped = [
+        f"{key} is {'×'.join(map(str, state_dict[key].shape)) or 'a scalar'}, "
+        f"expected {'×'.join(map(str, expected[key].shape)) or 'a scalar'}"
+        for key in expected
+        if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
+    details = []
+    if reshaped:
+        details.append("; ".join(reshaped[:2]))
+    if missing:
+        details.append(f"missing keys {', '.join(missing[:8])}")
+    if unexpected:
+        details.append(f"unexpected keys {', '.join(unexpected[:8])}")
+    return "; ".join(details) or None
+
+
+def build_model(
+    state_dict: dict[str, torch.Tensor], fused: bool = True, config: dict[str, Any] | None = None
+) -> CLIP:
+    """Build a ViT CLIP from a state dict in OpenAI's key layout.
+
+    Args:
+        state_dict: the weights (OpenAI's key names; open_clip's plain CLIPs use the same).
+        fused: use fused attention kernels.
+        config: CLIP's constructor arguments, e.g. from an open_clip architecture
+            (`scclip.clip.openclip`). None reads OpenAI's architecture off the state dict and rounds
+            the weights to float16 values (the precision OpenAI released); a given config keeps the
+            stored values.
+
+    Returns the model in float32, in eval mode, on the CPU.
+    """
+    round_to_fp16 = config is None
+    if config is None:
+        config = openai_config(state_dict)
+    state_dict = {k: v for k, v in state_dict.items() if k not in CHECKPOINT_METADATA_KEYS}
     with torch.device("meta"):  # no memory or random init for weights that are replaced right away
-        model = CLIP(
-            embed_dim=state_dict["text_projection"].shape[1],
-            image_resolution=patch_size * grid,
-            vision_layers=_count_blocks(state_dict, "visual.transformer."),
-            vision_width=vision_width,
-            vision_patch_size=patch_size,
-            context_length=state_dict["positional_embedding"].shape[0],
-            vocab_size=state_dict["token_embedding.weight"].shape[0],
-            transformer_width=transformer_width,
-            transformer_heads=max(transformer_width // HEAD_WIDTH, 1),
-            transformer_layers=_count_blocks(state_dict, "transformer."),
-            fused=fused,
-        )
-    rounded = {
-        k: v.to(torch.float16).float() if v.is_floating_point() else v for k, v in state_dict.items()
+        model = CLIP(**config, fused=fused)
+    mismatch = _layout_mismatch(model, state_dict)
+    if mismatch:
+        raise CheckpointError(f"{LAYOUT_MISMATCH}{mismatch}")
+    weights = {
+        k: (v.to(torch.float16) if round_to_fp16 else v).float() if v.is_floating_point() else v
+        for k, v in state_dict.items()
     }
-    try:
-        result = model.load_state_dict(rounded, strict=False, assign=True)
-    except RuntimeError as error:  # tensors of the wrong shape
-        details = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise CheckpointError(f"state dict does not match the CLIP ViT layout: {details}") from None
-    if result.missing_keys or result.unexpected_keys:
-        details = []
-        if result.missing_keys:
-            details.append(f"missing keys {', '.join(result.missing_keys[:8])}")
-        if result.unexpected_keys:
-            details.append(f"unexpected keys {', '.join(result.unexpected_keys[:8])}")
-        raise CheckpointError(f"state dict does not match the CLIP ViT layout: {'; '.join(details)}")
+    model.load_state_dict(weights, strict=True, assign=True)
     return model.float().eval()

@@ -70,11 +70,13 @@ def _url_of(name: str) -> str:
     return MODEL_URLS[name]
 
 
-def _fetch(url: str, target: Path, sha256: str) -> bool:
+def _fetch(url: str, target: Path, sha256: str | None) -> bool:
     """Download `url` beside `target` and move it into place only when its SHA-256 matches.
 
-    The rename is atomic, so `target` is either absent or complete and verified; the temporary
-    file is removed whatever happens. Returns False when the digest did not match.
+    `sha256` may be a prefix of the digest (open_clip's release names carry 8 hex digits), or
+    None where the source publishes none. The rename is atomic, so `target` is either absent or
+    complete and verified; the temporary file is removed whatever happens. Returns False when
+    the digest did not match.
     """
     handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(handle)
@@ -87,7 +89,7 @@ def _fetch(url: str, target: Path, sha256: str) -> bool:
                 f"could not download {url} ({reason}); put the file at {target} by hand, "
                 f"or pass a local checkpoint path instead of the model name"
             ) from error
-        if sha256_of(temp_name) != sha256:
+        if sha256 is not None and not sha256_of(temp_name).startswith(sha256):
             return False
         os.replace(temp_name, target)
         return True
@@ -126,3 +128,14 @@ def download(name: str, root: str | os.PathLike | None = None) -> Path:
             )
         retries -= 1
         logger.warning(f"download of {url} does not match its SHA-256; trying once more")
+
+
+def fetch_verified(url: str, target: Path, sha256: str | None) -> Path:
+    """Download `url` to `target` (atomically), checked against `sha256` (a digest or its prefix) when known."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _fetch(url, target, sha256):
+        raise DownloadError(
+            f"{url} arrived with a SHA-256 not starting with {sha256}; put a good copy at {target} by hand, "
+            f"or pass a local checkpoint file"
+        )
+    return target

@@ -27,6 +27,18 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+# The MLP activations of CLIP checkpoints: OpenAI's (and MetaCLIP's, DFN's) QuickGELU, or the exact
+# GELU that most OpenCLIP LAION/DataComp models were trained with. A checkpoint does not record which.
+ACTIVATIONS: dict[str, type[nn.Module]] = {"quick_gelu": QuickGELU, "gelu": nn.GELU}
+
+
+def activation_layer(name: str) -> nn.Module:
+    """A new activation module by name ('quick_gelu' or 'gelu')."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a packed q,k,v projection (`nn.MultiheadAttention`'s layout).
 
@@ -79,19 +91,30 @@ class SelfAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
-    def __init__(self, width: int, heads: int, fused: bool = True) -> None:
+    Args:
+        width: token width C.
+        heads: attention heads.
+        fused: use fused attention kernels.
+        activation: the MLP's activation, 'quick_gelu' (OpenAI) or 'gelu'.
+        mlp_width: hidden width of the MLP (default 4·C; e.g. ViT-bigG-14 uses 8192 for C = 1664).
+    """
+
+    def __init__(
+        self, width: int, heads: int, fused: bool = True, activation: str = "quick_gelu", mlp_width: int | None = None
+    ) -> None:
         super().__init__()
+        mlp_width = mlp_width or width * 4
         self.ln_1 = LayerNorm(width)
         self.attn = SelfAttention(width, heads, fused=fused)
         self.ln_2 = LayerNorm(width)
         self.mlp = nn.Sequential(
             OrderedDict(
                 [
-                    ("c_fc", nn.Linear(width, width * 4)),
-                    ("gelu", QuickGELU()),
-                    ("c_proj", nn.Linear(width * 4, width)),
+                    ("c_fc", nn.Linear(width, mlp_width)),
+                    ("gelu", activation_layer(activation)),  # OpenAI's module name, whatever the activation
+                    ("c_proj", nn.Linear(mlp_width, width)),
                 ]
             )
         )
@@ -104,12 +127,23 @@ class ResidualAttentionBlock(nn.Module):
 class Transformer(nn.Module):
     """A stack of residual attention blocks (`resblocks`, as in OpenAI's key names)."""
 
-    def __init__(self, width: int, layers: int, heads: int, fused: bool = True) -> None:
+    def __init__(
+        self,
+        width: int,
+        layers: int,
+        heads: int,
+        fused: bool = True,
+        activation: str = "quick_gelu",
+        mlp_width: int | None = None,
+    ) -> None:
         super().__init__()
         self.width = width
         self.layers = layers
         self.resblocks = nn.ModuleList(
-            [ResidualAttentionBlock(width, heads, fused=fused) for _ in range(layers)]
+            [
+                ResidualAttentionBlock(width, heads, fused=fused, activation=activation, mlp_width=mlp_width)
+                for _ in range(layers)
+            ]
         )
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
