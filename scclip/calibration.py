@@ -13,6 +13,7 @@ from torch import nn
 
 from .clip.model import VisionTransformer
 from .clip.transformer import ResidualAttentionBlock
+from .encoders import last_block_attention
 from .errors import InputError
 
 SIMILARITY_ROW_EPS = 1e-6
@@ -25,6 +26,7 @@ class CalibrationConfig:
     """Hyper-parameters of the calibration (defaults: the published ViT-B/16 settings).
 
     Indices refer to the list of intermediate features: index i is the output of block i+1.
+    The four switches each remove one component of the method (SPEC §10); all on is SC-CLIP.
     """
 
     pre_adjust_idx: int = 8
@@ -35,6 +37,10 @@ class CalibrationConfig:
     beta: float = 0.4
     lof_neighbors: int = 30
     contamination: float = 0.05
+    anomaly_resolution: bool = True
+    attention_calibration: bool = True
+    feature_aggregation: bool = True
+    multi_level_fusion: bool = True
 
     def check(self, num_blocks: int) -> None:
         """Fail early, naming the setting, when the indices do not fit a ViT of this depth."""
@@ -191,7 +197,10 @@ class SCCLIPEncoder(nn.Module):
     def forward(
         self, images: torch.Tensor, return_anomalies: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """B×3×H×W crops → B×N×D dense features (not normalised), and optionally the B×N anomaly mask."""
+        """B×3×H×W crops → B×N×D dense features (not normalised), and optionally the B×N anomaly mask.
+
+        A switch that is off removes its component as SPEC §10 defines it and touches nothing else.
+        """
         cfg = self.config
         grid = self.visual.grid_size(*images.shape[-2:])
         last_block = self.visual.transformer.resblocks[-1]
@@ -199,20 +208,39 @@ class SCCLIPEncoder(nn.Module):
 
         last = feats["last"]
         cls, patches = last[:, :1], last[:, 1:]
-        anomalies = detect_anomalies(patches, cfg.lof_neighbors, cfg.contamination)
-        x = resolve_anomalies(patches, anomalies, grid)
+        mid_tokens = feats["pre"][:, 1:]
+        if cfg.anomaly_resolution:
+            anomalies = detect_anomalies(patches, cfg.lof_neighbors, cfg.contamination)
+            x = resolve_anomalies(patches, anomalies, grid)
+            mid_tokens = resolve_anomalies(mid_tokens, anomalies, grid)
+        else:
+            anomalies = torch.zeros(patches.shape[:2], dtype=torch.bool, device=patches.device)
+            x = patches
 
-        mid_similarity = cosine_similarity(resolve_anomalies(feats["pre"][:, 1:], anomalies, grid))
-        attention_weights = similarity_attention_weights(mid_similarity)
-        x = aggregate(x, floor_similarity(mid_similarity, cfg.beta))
-        x = calibrated_attention(last_block, x, attention_weights) + cfg.res_cls * cls
+        mid_similarity = cosine_similarity(mid_tokens)
+        if cfg.attention_calibration:
+            attention_weights = similarity_attention_weights(mid_similarity)
 
-        post_similarity = floor_similarity(cosine_similarity(feats["post"][:, 1:]), cfg.beta)
-        x = aggregate(x, post_similarity)
+            def attend(tokens: torch.Tensor) -> torch.Tensor:
+                return calibrated_attention(last_block, tokens, attention_weights)
+        else:
 
-        multi = feats["multi"]
-        fused = calibrated_attention(last_block, multi[:, 1:], attention_weights) + cfg.res_cls * multi[:, :1]
-        x = x + aggregate(fused, post_similarity)
+            def attend(tokens: torch.Tensor) -> torch.Tensor:
+                return last_block_attention(last_block, tokens, "kk", grid)
+
+        if cfg.feature_aggregation:
+            x = aggregate(x, floor_similarity(mid_similarity, cfg.beta))
+        x = attend(x) + cfg.res_cls * cls
+        if cfg.feature_aggregation:
+            post_similarity = floor_similarity(cosine_similarity(feats["post"][:, 1:]), cfg.beta)
+            x = aggregate(x, post_similarity)
+
+        if cfg.multi_level_fusion:
+            multi = feats["multi"]
+            fused = attend(multi[:, 1:]) + cfg.res_cls * multi[:, :1]
+            if cfg.feature_aggregation:
+                fused = aggregate(fused, post_similarity)
+            x = x + fused
 
         out = self.visual.ln_post(x) @ self.visual.proj
         return (out, anomalies) if return_anomalies else out

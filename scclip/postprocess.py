@@ -26,3 +26,8 @@ def labels(scores: Tensor, prob_thd: float) -> Tensor:
     best, pred = scores.max(dim=0, keepdim=True)
     pred[best < prob_thd] = 0
     return pred
+
+
+def renormalise(scores: Tensor) -> Tensor:
+    """Class scores divided by their sum over classes, per pixel (NACLIP stores these, after labels are taken)."""
+    return scores / scores.sum(dim=0, keepdim=True)

@@ -1,4 +1,4 @@
-"""SCCLIPForSegmentation: SC-CLIP as an mmseg segmentor (SPEC §3)."""
+"""SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (SPEC §3, §6)."""
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from mmengine.logging import MMLogger
 from mmengine.structures import PixelData
 from mmseg.models import BaseSegmentor
 from mmseg.models.data_preprocessor import SegDataPreProcessor
@@ -13,15 +14,15 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
-from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip import CLIP, load
 from .clip.loading import default_device
 from .errors import InputError, VocabularyError
+from .methods import get_method, resolve_settings
 from .pamr import pamr
-from .postprocess import class_scores, labels, suppress_small_classes
+from .postprocess import class_scores, labels, renormalise, suppress_small_classes
 from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
-from .windows import sliding_windows
+from .windows import patch_padding, sliding_windows
 
 # CLIP's normalisation on 0-255 pixels; images are read as BGR by mmcv and flipped to RGB.
 PIXEL_MEAN = (122.771, 116.746, 104.094)
@@ -55,12 +56,14 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
 
 @MODELS.register_module()
 class SCCLIPForSegmentation(BaseSegmentor):
-    """Training-free open-vocabulary segmentation with a self-calibrated CLIP ViT.
+    """Training-free open-vocabulary segmentation with CLIP: SC-CLIP, its ablations and its baselines.
 
     Args:
         clip_path: a public CLIP model name (e.g. 'ViT-B/16') or a checkpoint file.
         name_path: vocabulary file, one class per line, synonyms separated by ', '.
         device: where the model runs; None = CUDA when available, else CPU.
+        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip' or 'naclip' (SPEC §6).
+        clip_arch: an open_clip architecture name when `clip_path` is an open_clip tag or file.
         pamr_steps: PAMR iterations (0 = off).
         pamr_stride: PAMR dilations.
         prob_thd: pixels whose best class score is below this become class 0.
@@ -68,10 +71,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         slide_stride: sliding-window stride.
         slide_crop: sliding-window crop size; 0 = the whole image is one crop.
         area_thd: classes ≥ 1 whose predicted area is at most this share of the foreground lose.
-        pre_adjust_idx, post_adjust_idx, multi_start_idx, multi_end_idx, res_cls: calibration
-            settings (SPEC §2; defaults are ViT-B/16's).
+        pad_to_patch: zero-pad windows to a patch multiple and cut their logits back (ClearCLIP's release).
         vocabulary: vocabulary lines, used instead of `name_path`.
-        beta, lof_neighbors, contamination: further calibration settings (published values).
         precision: 'auto' = fp16 autocast on CUDA and fp32 on CPU; 'fp32', 'fp16' or 'bf16' force one.
         crop_batch_size: crops per encoder call.
         text_batch_size: prompts per text-encoder call.
@@ -79,8 +80,13 @@ class SCCLIPForSegmentation(BaseSegmentor):
         text_cache: reuse query features stored on disk for this checkpoint, vocabulary and templates
             (folder `$SCCLIP_CACHE_DIR`, default ~/.cache/scclip); False encodes them and writes nothing.
         clip_model: the CLIP of `clip_path`, already loaded (saves reading the file again).
-        compile: `torch.compile` the calibrated encoder (worth it on CUDA for long runs; each new
-            crop shape compiles once, tens of seconds).
+        compile: `torch.compile` the encoder (worth it on CUDA for long runs; each new crop shape
+            compiles once, tens of seconds).
+        **settings: the method's own settings (`scclip.methods.settings_for(method)`): `residual`
+            (vanilla, maskclip, sclip, clearclip); `naclip_arch`, `attention`, `gaussian_std` (naclip);
+            calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination` and the switches
+            `anomaly_resolution`, `attention_calibration`, `feature_aggregation`, `multi_level_fusion`
+            (scclip; indices not given follow the backbone's depth).
     """
 
     def __init__(
@@ -88,6 +94,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         clip_path: str,
         name_path: str | None = None,
         device: str | torch.device | None = None,
+        method: str = "scclip",
+        clip_arch: str | None = None,
         pamr_steps: int = 0,
         pamr_stride: Sequence[int] = (8, 16),
         prob_thd: float = 0.0,
@@ -95,15 +103,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         slide_stride: int = 112,
         slide_crop: int = 224,
         area_thd: float | None = None,
-        pre_adjust_idx: int = 8,
-        post_adjust_idx: int = 3,
-        multi_start_idx: int = 3,
-        multi_end_idx: int = 10,
-        res_cls: float = 0.3,
+        pad_to_patch: bool = False,
         vocabulary: Sequence[str] | None = None,
-        beta: float = 0.4,
-        lof_neighbors: int = 30,
-        contamination: float = 0.05,
         precision: Precision = "auto",
         crop_batch_size: int = 16,
         text_batch_size: int = 256,
@@ -113,36 +114,41 @@ class SCCLIPForSegmentation(BaseSegmentor):
         compile: bool = False,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
+        **settings,
     ) -> None:
         if data_preprocessor is None:
             data_preprocessor = SCCLIPDataPreProcessor(mean=PIXEL_MEAN, std=PIXEL_STD, bgr_to_rgb=True)
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        spec = get_method(method)
         if (name_path is None) == (vocabulary is None):
             raise VocabularyError("give exactly one of name_path (a vocabulary file) and vocabulary (a list of lines)")
         if precision not in ("auto", "fp32", *HALF_DTYPES):
             raise InputError(f"precision={precision!r} is not one of 'auto', 'fp32', 'fp16', 'bf16'")
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise InputError(f"slide_crop={slide_crop} and slide_stride={slide_stride} must be positive (slide_crop=0: whole image)")
+        if not 0 <= prob_thd <= 1:
+            raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
+        if area_thd is not None and not 0 <= area_thd <= 1:
+            raise InputError(f"area_thd={area_thd} must lie in [0, 1] (a share of the foreground area) or be None")
         device = torch.device(device) if device is not None else default_device()
         self.vocabulary = (
             Vocabulary.from_file(name_path) if name_path is not None else Vocabulary.from_lines(vocabulary)
         )
         if clip_model is None:
-            clip_model, _ = load(clip_path, device=device, download_root=download_root)
+            load_options = dict(device=device, download_root=download_root)
+            if clip_arch is not None:
+                load_options["arch"] = clip_arch
+            clip_model, _ = load(clip_path, **load_options)
         clip_model = clip_model.to(device)
-        self.encoder = SCCLIPEncoder(
-            clip_model.visual,
-            CalibrationConfig(
-                pre_adjust_idx=pre_adjust_idx,
-                post_adjust_idx=post_adjust_idx,
-                multi_start_idx=multi_start_idx,
-                multi_end_idx=multi_end_idx,
-                res_cls=res_cls,
-                beta=beta,
-                lof_neighbors=lof_neighbors,
-                contamination=contamination,
-            ),
-        )
+        depth = len(clip_model.visual.transformer.resblocks)
+        own_settings, calibration_note = resolve_settings(method, settings, depth)
+        if calibration_note is not None:
+            MMLogger.get_current_instance().info(f"SC-CLIP calibration for {clip_path}: {calibration_note}")
+        self.encoder = spec.build_encoder(clip_model.visual, own_settings)
+        self.method = method
+        self.method_spec = spec
+        self.clip_path = str(clip_path)
+        self.clip_arch = clip_arch
         templates = load_templates()
 
         def encode() -> torch.Tensor:
@@ -150,9 +156,11 @@ class SCCLIPForSegmentation(BaseSegmentor):
                 return encode_queries(clip_model, self.vocabulary.queries, templates, batch_size=text_batch_size)
 
         if text_cache:
-            settings = dict(precision=precision, device=device.type, batch_size=text_batch_size)
+            cache_settings = dict(precision=precision, device=device.type, batch_size=text_batch_size)
+            if clip_arch is not None:
+                cache_settings["clip_arch"] = clip_arch
             query_features = TextFeatureCache().get_or_compute(
-                clip_path, self.vocabulary.queries, templates, settings, encode
+                clip_path, self.vocabulary.queries, templates, cache_settings, encode
             ).to(device)
         else:
             query_features = encode()
@@ -168,7 +176,13 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.slide_stride = slide_stride
         self.slide_crop = slide_crop
         self.area_thd = area_thd
+        self.pad_to_patch = pad_to_patch
         self.crop_batch_size = crop_batch_size
+        self.method_settings = dict(
+            method=method, slide_crop=slide_crop, slide_stride=slide_stride, logit_scale=logit_scale,
+            prob_thd=prob_thd, area_thd=area_thd, pamr_steps=pamr_steps, pamr_stride=list(self.pamr_stride),
+            pad_to_patch=pad_to_patch, **own_settings,
+        )
         self.requires_grad_(False)  # training-free: also keeps DDP wrappers from syncing gradients
         self.to(device)
         if compile:
@@ -216,13 +230,27 @@ class SCCLIPForSegmentation(BaseSegmentor):
             return features, [mask.nonzero().flatten() for mask in anomalies]
         return features
 
-    def crop_logits(self, crops: Tensor, size: tuple[int, int] | None = None) -> Tensor:
-        """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size)."""
+    def crop_logits(self, crops: Tensor, size: tuple[int, int] | None = None, pad: bool = False) -> Tensor:
+        """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size).
+
+        With `pad`, a crop whose sides are not patch multiples is zero-padded to them first, and
+        its logits are resized to the padded size and cut back to the crop (ClearCLIP's windows).
+        """
+        height, width = crops.shape[-2:]
+        left, right, top, bottom = patch_padding(height, width, self.encoder.patch_size) if pad else (0, 0, 0, 0)
+        if left or right or top or bottom:
+            crops = F.pad(crops, (left, right, top, bottom))
         grid = self.encoder.visual.grid_size(*crops.shape[-2:])
         features = self.dense_features(crops)  # B×N×D
         logits = (features @ self.query_features.T).transpose(1, 2)  # B×Q×N
         logits = logits.reshape(crops.shape[0], -1, *grid)
-        return F.interpolate(logits, size=size or crops.shape[-2:], mode="bilinear", align_corners=False)
+        logits = F.interpolate(logits, size=crops.shape[-2:] if pad else size or crops.shape[-2:],
+                               mode="bilinear", align_corners=False)
+        if pad:
+            logits = logits[..., top : top + height, left : left + width]
+            if size is not None and tuple(size) != (height, width):
+                logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        return logits
 
     def _sliding_logits(self, images: list[Tensor]) -> list[Tensor]:
         """Per image Q×H×W logits averaged over windows; windows of all images run batched."""
@@ -237,7 +265,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             for start in range(0, len(jobs), self.crop_batch_size):
                 chunk = jobs[start : start + self.crop_batch_size]
                 crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops)):
+                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
                     sums[i][:, y1:y2, x1:x2] += logits
                     counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
@@ -250,7 +278,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         if self.slide_crop > 0:
             logits = self._sliding_logits(images)
         else:
-            logits = [self.crop_logits(image[None], size=tuple(meta["ori_shape"][:2]))[0]
+            # Whole image: one crop, never padded; NACLIP resizes through the input size first.
+            through_input = self.method_spec.resize_through_input
+            logits = [self.crop_logits(image[None], size=None if through_input else tuple(meta["ori_shape"][:2]))[0]
                       for image, meta in zip(images, metas)]
         results = []
         for image, meta, image_logits in zip(images, metas, logits):
@@ -293,6 +323,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
             if self.area_thd is not None:
                 scores = suppress_small_classes(scores, self.area_thd)
             pred = labels(scores, self.prob_thd)
+            if self.method_spec.renormalise_scores:
+                scores = renormalise(scores)
             sample.set_data(dict(seg_logits=PixelData(data=scores), pred_sem_seg=PixelData(data=pred)))
         return list(data_samples)
 

@@ -18,3 +18,18 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tup
             x2 = min(col * stride + crop, width)
             windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
     return windows
+
+
+def patch_padding(height: int, width: int, patch: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding that makes an H×W window a patch multiple.
+
+    A side S with S mod p ≠ 0 gets P = p − (S mod p) pixels: ⌊P/2⌋ before it and the rest after.
+    """
+
+    def split(size: int) -> tuple[int, int]:
+        total = (patch - size % patch) % patch
+        return total // 2, total - total // 2
+
+    left, right = split(width)
+    top, bottom = split(height)
+    return left, right, top, bottom
