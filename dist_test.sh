@@ -1,37 +1,70 @@
 #!/usr/bin/env bash
-# Evaluate SC-CLIP on the eight benchmarks with torchrun, then print the markdown results table.
+# Evaluate a method on the eight benchmarks with torchrun, then print its results beside the published numbers.
 #
-#   bash dist_test.sh                                   # ViT-B/16 on every visible GPU
+#   bash dist_test.sh                                   # SC-CLIP with ViT-B/16 on every visible GPU
 #   GPUS=4 BACKBONE=ViT-L/14 bash dist_test.sh          # ViT-L/14 on 4 GPUs
+#   METHOD=clearclip bash dist_test.sh                  # a baseline, with its release's settings (configs/clearclip/)
+#   ABLATION=1 DATASETS="voc21 context60" bash dist_test.sh   # SC-CLIP's ablation table (benchmarks/ablation.py)
 #   bash dist_test.sh --cfg-options model.clip_path=/path/to/ViT-B-16.pt   # extra eval.py arguments
 #
-# Settings (environment): BACKBONE (ViT-B/16 | ViT-L/14), GPUS (processes; default: the number of
-# visible GPUs, else 1 on the CPU), PORT (29500), DATASETS (space-separated subset of the names
-# below), CONFIG_ROOT (./configs), WORK_DIR (./work_dirs/<backbone>), PYTHON (python).
+# Settings (environment): METHOD (scclip, or a folder of configs/: vanilla, maskclip, sclip, clearclip,
+# naclip, vanilla_sclip, vanilla_clearclip), BACKBONE (ViT-B/16 | ViT-L/14), GPUS (processes; default:
+# the number of visible GPUs, else 1 on the CPU), PORT (29500), DATASETS (space-separated subset of the
+# names below), CONFIG_ROOT (./configs for scclip, ./configs/<method> otherwise), WORK_DIR
+# (./work_dirs/<backbone> for scclip, ./work_dirs/<method>/<backbone> otherwise), PYTHON (python),
+# ABLATION (1: run SC-CLIP with each component off, all on, and vanilla CLIP; prints one table).
 # Run it from the repository root: the configs name their vocabularies and data relative to it.
 set -uo pipefail
 
+METHOD=${METHOD:-scclip}
 BACKBONE=${BACKBONE:-ViT-B/16}
 PYTHON=${PYTHON:-python}
 PORT=${PORT:-29500}
-CONFIG_ROOT=${CONFIG_ROOT:-./configs}
 DATASETS=${DATASETS:-"voc21 context60 coco_object voc20 context59 coco_stuff164k city_scapes ade20k"}
-EVAL="$(dirname "$0")/eval.py"
+HERE="$(dirname "$0")"
+EVAL="$HERE/eval.py"
 
 case "$BACKBONE" in
     ViT-B/16) SUFFIX="" ; TAG=vitb16 ;;
     ViT-L/14) SUFFIX="_vitl14" ; TAG=vitl14 ;;
     *) echo "error: BACKBONE=$BACKBONE is not one of ViT-B/16, ViT-L/14" >&2; exit 2 ;;
 esac
-WORK_DIR=${WORK_DIR:-./work_dirs/$TAG}
 if [ -z "${GPUS:-}" ]; then
     GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() or 1)") || exit 2
 fi
 
+if [ "${ABLATION:-0}" = 1 ]; then
+    [ "$METHOD" = scclip ] || { echo "error: ABLATION=1 ablates SC-CLIP; leave METHOD unset (got METHOD=$METHOD)" >&2; exit 2; }
+    # shellcheck disable=SC2086  # DATASETS is a list of words
+    exec "$PYTHON" "$HERE/benchmarks/ablation.py" --backbone "$BACKBONE" --gpus "$GPUS" --port "$PORT" \
+        --work-dir "${WORK_DIR:-./work_dirs/ablation/$TAG}" --datasets $DATASETS -- "$@"
+fi
+
+if [ "$METHOD" = scclip ]; then
+    CONFIG_ROOT=${CONFIG_ROOT:-./configs}
+    WORK_DIR=${WORK_DIR:-./work_dirs/$TAG}
+else
+    CONFIG_ROOT=${CONFIG_ROOT:-./configs/$METHOD}
+    WORK_DIR=${WORK_DIR:-./work_dirs/$METHOD/$TAG}
+fi
+if [ ! -d "$CONFIG_ROOT" ]; then
+    methods=$(cd "$HERE/configs" && for folder in */; do [ -e "$folder/cfg_voc21.py" ] && printf ' %s' "${folder%/}"; done)
+    echo "error: METHOD=$METHOD has no configs ($CONFIG_ROOT is not a folder); use one of: scclip$methods" >&2
+    exit 2
+fi
+for dataset in $DATASETS; do
+    config="$CONFIG_ROOT/cfg_${dataset}${SUFFIX}.py"
+    if [ ! -f "$config" ]; then
+        echo "error: $config does not exist: METHOD=$METHOD has no $BACKBONE config for $dataset" \
+             "(its release publishes none, or DATASETS has a typo)" >&2
+        exit 2
+    fi
+done
+
 failed=()
 for dataset in $DATASETS; do
     config="$CONFIG_ROOT/cfg_${dataset}${SUFFIX}.py"
-    echo "=== $BACKBONE on $dataset: $config, $GPUS process(es)"
+    echo "=== $METHOD, $BACKBONE on $dataset: $config, $GPUS process(es)"
     if ! "$PYTHON" -m torch.distributed.run --nproc_per_node="$GPUS" --master_port="$PORT" \
             "$EVAL" --config "$config" --work-dir "$WORK_DIR" --launcher pytorch "$@"; then
         failed+=("$dataset")

@@ -24,6 +24,10 @@ from .fileio import write_atomically
 
 # The eight benchmarks in the paper's order; the keys of configs/cfg_<benchmark>.py.
 BENCHMARKS = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff164k", "city_scapes", "ade20k")
+BENCHMARK_NAMES = {
+    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
+    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "city_scapes": "Cityscapes", "ade20k": "ADE20K",
+}
 # Benchmarks without a background class: the five that ClearCLIP's README averages.
 WITHOUT_BACKGROUND = ("voc20", "context59", "coco_stuff164k", "city_scapes", "ade20k")
 DATA_FILE = "published_miou.json"
