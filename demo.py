@@ -41,6 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="encode the whole image at once instead of 224-pixel sliding windows")
     parser.add_argument("--save-mask", action="store_true",
                         help="also write the label PNG (palette) and a JSON of class names and pixel shares")
+    web = parser.add_argument_group("web demo", "python demo.py --web serves a page where you upload a photo and "
+                                    "name the classes (needs: pip install -e '.[web]')")
+    web.add_argument("--web", action="store_true", help="start the web demo (the model options above apply)")
+    web.add_argument("--host", default="127.0.0.1", help="address to serve on (default: 127.0.0.1, this machine only)")
+    web.add_argument("--port", type=int, default=7860, help="port to serve on (default: 7860)")
+    web.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels (default: 4096)")
+    web.add_argument("--max-classes", type=int, default=256, help="most classes per request (default: 256)")
+    web.add_argument("--max-file-mb", type=int, default=50, help="largest upload, in megabytes (default: 50)")
     return parser.parse_args(argv)
 
 
@@ -120,13 +128,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_web(args: argparse.Namespace) -> int:
+    """Serve the web demo (scclip/web.py) until interrupted."""
+    from scclip.web import Limits, require_gradio, serve
+
+    require_gradio()  # before the model loads: without Gradio, say what to install
+    limits = Limits(max_side=args.max_side, max_classes=args.max_classes, max_file_mb=args.max_file_mb)
+    options = {name: getattr(args, name) for name in ("method", "clip_arch") if getattr(args, name, None) is not None}
+    serve(args.backbone, host=args.host, port=args.port, device=args.device, pamr=args.pamr, prob_thd=args.prob_thd,
+          slide=not args.no_slide, limits=limits, **options)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; returns the exit status (0, or 1 with one 'error: ...' line on stderr)."""
     args = parse_args(argv)
     from scclip.errors import ScclipError
 
     try:
-        return run(args)
+        return run_web(args) if args.web else run(args)
     except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
