@@ -243,7 +243,7 @@ def _layout_mismatch(model: CLIP, state_dict: dict[str, torch.Tensor]) -> str | 
     reshaped = [
         f"{key} is {'×'.join(map(str, state_dict[key].shape)) or 'a scalar'}, "
         f"expected {'×'.join(map(str, expected[key].shape)) or 'a scalar'}"
-        for key in expected
+        for key in sorted(expected, key=lambda key: not key.startswith("visual."))  # the image tower tells most
         if key in state_dict and state_dict[key].shape != expected[key].shape
     ]
     details = []

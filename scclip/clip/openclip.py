@@ -178,8 +178,18 @@ def architecture_config(arch: str) -> dict[str, Any]:
 
 def fits(arch: str, state_dict: dict[str, torch.Tensor]) -> bool:
     """Whether a state dict has exactly the keys and shapes of open_clip architecture `arch`."""
+    config = architecture_config(arch)
+    patch, width = config["vision_patch_size"], config["vision_width"]
+    grid = config["image_resolution"] // patch
+    quick_look = {
+        "visual.conv1.weight": (width, 3, patch, patch),
+        "visual.positional_embedding": (grid * grid + 1, width),
+        "text_projection": (config["transformer_width"], config["embed_dim"]),
+    }
+    if any(key not in state_dict or tuple(state_dict[key].shape) != shape for key, shape in quick_look.items()):
+        return False
     with torch.device("meta"):
-        expected = CLIP(**architecture_config(arch)).state_dict()
+        expected = CLIP(**config).state_dict()
     return expected.keys() == state_dict.keys() - set(CHECKPOINT_METADATA_KEYS) and all(
         state_dict[key].shape == value.shape for key, value in expected.items()
     )
@@ -256,6 +266,8 @@ def _verified_hf_file(path: str | os.PathLike) -> Path:
         actual = sha256_of(blob)
         if actual != blob.name:
             blob.unlink()
+            if Path(path).is_symlink():
+                Path(path).unlink()
             raise DownloadError(
                 f"{path} does not match its SHA-256 {blob.name} (Hugging Face LFS ETag; found {actual}); "
                 f"the damaged copy was removed: run again to download it anew"
