@@ -6,9 +6,12 @@
 #   METHOD=clearclip bash dist_test.sh                  # a baseline, with its release's settings (configs/clearclip/)
 #   ABLATION=1 DATASETS="voc21 context60" bash dist_test.sh   # SC-CLIP's ablation table (benchmarks/ablation.py)
 #   bash dist_test.sh --cfg-options model.clip_path=/path/to/ViT-B-16.pt   # extra eval.py arguments
+#   BACKBONE=metaclip_vitl14_fullcc bash dist_test.sh   # an open_clip backbone of configs/backbones/
 #
 # Settings (environment): METHOD (scclip, or a folder of configs/: vanilla, maskclip, sclip, clearclip,
-# naclip, vanilla_sclip, vanilla_clearclip), BACKBONE (ViT-B/16 | ViT-L/14), GPUS (processes; default:
+# naclip, vanilla_sclip, vanilla_clearclip), BACKBONE (ViT-B/16 | ViT-L/14 | a backbone file name of
+# configs/backbones/, e.g. openclip_vitb16_laion2b: SC-CLIP with it, ViT-B ones with the ViT-B/16 settings,
+# others with ViT-L/14's; work dir ./work_dirs/<that name>), GPUS (processes; default:
 # the number of visible GPUs, else 1 on the CPU), PORT (29500), DATASETS (space-separated subset of the
 # names below), CONFIG_ROOT (./configs for scclip, ./configs/<method> otherwise), WORK_DIR
 # (./work_dirs/<backbone> for scclip, ./work_dirs/<method>/<backbone> otherwise), PYTHON (python),
@@ -24,11 +27,28 @@ DATASETS=${DATASETS:-"voc21 context60 coco_object voc20 context59 coco_stuff164k
 HERE="$(dirname "$0")"
 EVAL="$HERE/eval.py"
 
+OPEN_CLIP_BACKBONE=0
 case "$BACKBONE" in
     ViT-B/16) SUFFIX="" ; TAG=vitb16 ;;
     ViT-L/14) SUFFIX="_vitl14" ; TAG=vitl14 ;;
-    *) echo "error: BACKBONE=$BACKBONE is not one of ViT-B/16, ViT-L/14" >&2; exit 2 ;;
+    *)
+        if [ ! -f "$HERE/configs/backbones/$BACKBONE.py" ] || [ "${BACKBONE#cfg_}" != "$BACKBONE" ]; then
+            backbones=$(cd "$HERE/configs/backbones" && for file in *.py; do
+                            case "$file" in cfg_*) ;; *) printf ' %s' "${file%.py}" ;; esac; done)
+            echo "error: BACKBONE=$BACKBONE is not one of ViT-B/16, ViT-L/14 or the backbones of configs/backbones:$backbones" >&2
+            exit 2
+        fi
+        # configs/backbones/cfg_<dataset>[_vitl14].py read the backbone file named by SCCLIP_BACKBONE.
+        case "$BACKBONE" in *_vitb*) SUFFIX="" ;; *) SUFFIX="_vitl14" ;; esac
+        TAG=$BACKBONE
+        OPEN_CLIP_BACKBONE=1
+        export SCCLIP_BACKBONE="$BACKBONE" ;;
 esac
+if [ "$OPEN_CLIP_BACKBONE" = 1 ] && { [ "$METHOD" != scclip ] || [ "${ABLATION:-0}" = 1 ]; }; then
+    echo "error: BACKBONE=$BACKBONE runs SC-CLIP's configs/backbones; for METHOD=$METHOD or ABLATION=1 give the" \
+         "backbone as eval.py options instead: --cfg-options model.clip_arch=ARCH model.clip_path=TAG_OR_FILE" >&2
+    exit 2
+fi
 if [ -z "${GPUS:-}" ]; then
     GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() or 1)") || exit 2
 fi
@@ -40,7 +60,10 @@ if [ "${ABLATION:-0}" = 1 ]; then
         --work-dir "${WORK_DIR:-./work_dirs/ablation/$TAG}" --datasets $DATASETS -- "$@"
 fi
 
-if [ "$METHOD" = scclip ]; then
+if [ "$OPEN_CLIP_BACKBONE" = 1 ]; then
+    CONFIG_ROOT=${CONFIG_ROOT:-./configs/backbones}
+    WORK_DIR=${WORK_DIR:-./work_dirs/$TAG}
+elif [ "$METHOD" = scclip ]; then
     CONFIG_ROOT=${CONFIG_ROOT:-./configs}
     WORK_DIR=${WORK_DIR:-./work_dirs/$TAG}
 else
