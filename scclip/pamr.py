@@ -48,6 +48,6 @@ def pamr(image: torch.Tensor, scores: torch.Tensor, steps: int, dilations: Seque
     for _ in range(steps):
         refined = torch.zeros_like(scores)
         for index, shifted in enumerate(neighbours(scores, dilations)):
-            refined += affinity[:, index : index + 1] * shifted
+            refined.addcmul_(affinity[:, index : index + 1], shifted)
         scores = refined
     return scores
