@@ -6,6 +6,10 @@ For each backbone it measures, each case in its own process (so peak memory is t
 - sliding window: per-image latency and images/s on a 336×448 image (VOC's short side 336,
   windows 224/112: 6 crops), next to a plain ViT forward (all blocks) of the same crops;
 - whole image: one 1024×1024 crop (`slide_crop=0`);
+- methods: every method (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP, SC-CLIP and SC-CLIP with
+  all four switches off) on the same 336×448 image and windows, each beside the plain ViT
+  forward of the same crops, timed in turn; and NACLIP's neighbourhood bias for a 64×64 grid
+  (a 1024² whole image), built and then from its cache;
 - peak memory of each inference case (CPU: peak RSS of the process during the case;
   CUDA: torch.cuda.max_memory_allocated).
 
@@ -193,7 +197,7 @@ def counting_time(module: Any, name: str, totals: dict[str, float]):
         setattr(module, name, original)
 
 
-def build_segmentor(args: argparse.Namespace, **overrides: Any):
+def build_segmentor(args: argparse.Namespace, method: str = "scclip", **overrides: Any):
     from scclip import SCCLIPForSegmentation
 
     settings = dict(
@@ -202,7 +206,8 @@ def build_segmentor(args: argparse.Namespace, **overrides: Any):
         device=args.device,
         precision=args.precision,
         compile=args.compile,
-        **CALIBRATION[args.backbone],
+        method=method,
+        **(CALIBRATION[args.backbone] if method == "scclip" else {}),
     )
     if args.crop_batch_size:
         settings["crop_batch_size"] = args.crop_batch_size
@@ -317,7 +322,46 @@ def case_whole(args: argparse.Namespace) -> dict[str, Any]:
     return {"image_size": list(WHOLE_SIZE), "first_run_s": first.wall[0], **warm.summary(), **memory.result}
 
 
-CASES = {"vocabulary": case_vocabulary, "sliding": case_sliding, "whole": case_whole}
+def case_methods(args: argparse.Namespace) -> dict[str, Any]:
+    """Per-image time of every method at 336×448 (SC-CLIP's windows), each beside the plain ViT forward."""
+    from scclip.clip import load
+    from scclip.encoders import gaussian_bias
+    from scclip.methods import SWITCHES, available_methods
+    from scclip.windows import sliding_windows
+
+    clip_model, _ = load(args.checkpoint, device=args.device)
+    variants = {method: dict(method=method) for method in available_methods()}
+    variants["scclip, all switches off"] = dict(method="scclip", **{switch: False for switch in SWITCHES})
+    segmentors = {name: build_segmentor(args, clip_model=clip_model, **settings) for name, settings in variants.items()}
+    any_segmentor = next(iter(segmentors.values()))
+    device = any_segmentor.device
+    image = normalised_images(1, SLIDING_SIZE, device)
+    windows = sliding_windows(*SLIDING_SIZE, any_segmentor.slide_crop, any_segmentor.slide_stride)
+    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
+    visual = clip_model.visual
+
+    @torch.no_grad()
+    def plain_forward() -> torch.Tensor:
+        with any_segmentor._autocast(device, any_segmentor.precision):
+            return visual.transformer(visual.embed(crops))
+
+    result: dict[str, Any] = {"image_size": list(SLIDING_SIZE), "crops": len(windows), "methods": {}}
+    for name, segmentor in segmentors.items():
+        runs = timed_interleaved(
+            {"predict": lambda segmentor=segmentor: segmentor.predict(image), "plain": plain_forward},
+            device, args.repeats, warmup=args.warmup,
+        )
+        result["methods"][name] = {"predict": runs["predict"].summary(), "plain_vit_forward": runs["plain"].summary()}
+    grid = (WHOLE_SIZE[0] // visual.patch_size, WHOLE_SIZE[1] // visual.patch_size)
+    start = time.perf_counter()
+    gaussian_bias(grid, 5.0, device)
+    result["naclip_bias_first_s"] = time.perf_counter() - start
+    result["naclip_bias_cached"] = timed(lambda: gaussian_bias(grid, 5.0, device), device, repeats=5).summary()
+    result["naclip_bias_grid"] = list(grid)
+    return result
+
+
+CASES = {"vocabulary": case_vocabulary, "sliding": case_sliding, "whole": case_whole, "methods": case_methods}
 
 
 # ---------------------------------------------------------------- orchestration
@@ -393,6 +437,28 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def methods_table(results: list[dict[str, Any]]) -> str:
+    """One row per backbone and method: per-image time beside the plain ViT forward of its crops."""
+    rows = [
+        "| backbone | method | per image 336×448 (s) | plain ViT forward, same crops (s) | ÷ plain | ÷ plain, CPU time |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        for name, timing in r.get("methods", {}).get("methods", {}).items():
+            ours, plain = timing["predict"], timing["plain_vit_forward"]
+            rows.append(
+                f"| {r['backbone']} | {name} | {ours['median_s']:.2f} | {plain['median_s']:.2f} "
+                f"| {ours['median_s'] / plain['median_s']:.3f} | {ours['cpu_median_s'] / plain['cpu_median_s']:.3f} |"
+            )
+        if "methods" in r:
+            m = r["methods"]
+            rows.append(
+                f"\nNACLIP neighbourhood bias for a {m['naclip_bias_grid'][0]}×{m['naclip_bias_grid'][1]} grid: "
+                f"{m['naclip_bias_first_s']:.3f} s to build, {m['naclip_bias_cached']['median_s'] * 1e3:.3f} ms from its cache"
+            )
+    return "\n".join(rows)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", nargs="+", default=["ViT-B/16", "ViT-L/14"], choices=sorted(CALIBRATION))
@@ -465,6 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     json_path.write_text(json.dumps(report, indent=2))
     print()
     print(markdown_table(report["results"]))
+    if any("methods" in row for row in report["results"]):
+        print()
+        print(methods_table(report["results"]))
     print()
     print(f"machine: {report['machine']}")
     print(f"results: {json_path}")

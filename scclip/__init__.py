@@ -11,6 +11,7 @@ from . import datasets  # noqa: E402,F401  (registers the benchmark datasets)
 from .api import SegmentationResult, Segmenter  # noqa: E402
 from .calibration import CalibrationConfig, SCCLIPEncoder  # noqa: E402
 from .errors import ScclipError  # noqa: E402
+from .methods import available_methods  # noqa: E402
 from .segmentor import SCCLIPDataPreProcessor, SCCLIPForSegmentation  # noqa: E402
 from .text import Vocabulary  # noqa: E402
 
@@ -21,6 +22,7 @@ __all__ = [
     "SCCLIPEncoder",
     "SCCLIPForSegmentation",
     "ScclipError",
+    "available_methods",
     "SegmentationResult",
     "Segmenter",
     "Vocabulary",
