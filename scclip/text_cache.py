@@ -5,15 +5,18 @@ the result depends only on the checkpoint, the queries, the templates and how th
 encoded, so it is stored under a key made of exactly those. Entries are written to a temporary
 file and renamed into place, and every read is validated (key, shape, dtype, finite values,
 SHA-256 of the data): a corrupt or half-written entry is ignored and rewritten, never trusted.
+Processes that need the same missing entry at once (torchrun ranks, parallel jobs) take turns on
+a lock file beside it: the first encodes and stores, the others then read what it stored.
 
 The folder is `$SCCLIP_CACHE_DIR` (read on each use), by default `~/.cache/scclip`.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,11 @@ from mmengine.logging import MMLogger
 from .clip.pretrained import MODEL_URLS, expected_sha256, sha256_of
 from .errors import InputError
 from .fileio import write_atomically
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent builders each encode, the last rename wins
+    fcntl = None
 
 CACHE_DIR_VARIABLE = "SCCLIP_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/scclip"
@@ -105,6 +113,24 @@ class TextFeatureCache:
     def entry_path(self, key: str) -> Path:
         return self.root / "text_features" / f"{key}.pt"
 
+    @contextlib.contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold the entry's lock file (`locks/<key>.lock`, kept: removing it would let two holders coexist).
+
+        The kernel releases the lock when its holder dies, so a killed builder never blocks the others.
+        """
+        path = self.root / "locks" / f"{key}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+b")
+        except OSError:  # a read-only cache folder: encode without the lock, storing will warn
+            yield
+            return
+        with handle:
+            if fcntl is not None:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield
+
     def load(self, key: str, num_queries: int) -> torch.Tensor | None:
         """The stored Q×D float32 features of `key`, or None when absent or not valid."""
         path = self.entry_path(key)
@@ -157,9 +183,13 @@ class TextFeatureCache:
         features = self.load(key, len(queries))
         if features is not None:
             return features
-        features = compute().detach().to("cpu", torch.float32)
-        if self.store(key, features):
-            MMLogger.get_current_instance().info(
-                f"text features of {len(queries)} queries × {len(templates)} templates cached in {self.entry_path(key)}"
-            )
+        with self.locked(key):
+            features = self.load(key, len(queries))  # another process may have stored it meanwhile
+            if features is not None:
+                return features
+            features = compute().detach().to("cpu", torch.float32)
+            if self.store(key, features):
+                MMLogger.get_current_instance().info(
+                    f"text features of {len(queries)} queries × {len(templates)} templates cached in {self.entry_path(key)}"
+                )
         return features

@@ -220,3 +220,44 @@ def test_cache_object_reads_the_environment_when_made(tmp_path, monkeypatch):
     assert TextFeatureCache().root == tmp_path / "one"
     monkeypatch.delenv("SCCLIP_CACHE_DIR")
     assert TextFeatureCache().root == Path("~/.cache/scclip").expanduser()
+
+
+
+
+def _build_in_a_process(checkpoint: Path, start, out: Path) -> None:
+    """One of several processes building the same vocabulary at once (the parent's patches are inherited)."""
+    torch.set_num_threads(1)  # a forked child must not enter the parent's OpenMP thread pool
+    start.wait(timeout=120)
+    torch.save(build(checkpoint).query_features, out)
+
+
+def test_concurrent_builders_share_one_entry(checkpoint, cache_root, tmp_path, monkeypatch):
+    """Four processes (think torchrun ranks) build one vocabulary on an empty cache at the same moment."""
+    import multiprocessing
+
+    calls = tmp_path / "encoded"
+    original = scclip.segmentor.encode_queries
+
+    def recording(*args, **kwargs):
+        with open(calls, "a") as file:
+            file.write("x")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(scclip.segmentor, "encode_queries", recording)
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(4)
+    processes = [context.Process(target=_build_in_a_process, args=(checkpoint, start, tmp_path / f"{rank}.pt"))
+                 for rank in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=240)
+        process.kill()
+    assert [process.exitcode for process in processes] == [0, 0, 0, 0]
+    results = [torch.load(tmp_path / f"{rank}.pt", weights_only=True) for rank in range(4)]
+    assert all(torch.equal(result, results[0]) for result in results[1:])
+    (entry,) = entries(cache_root)
+    assert torch.equal(TextFeatureCache(cache_root).load(entry.stem, len(results[0])), results[0])
+    assert calls.read_text() == "x", "the text tower ran in more than one process"
+    leftovers = [path for path in cache_root.rglob("*") if path.is_file() and path.name.startswith(".")]
+    assert leftovers == []
