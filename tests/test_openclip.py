@@ -7,12 +7,17 @@ registered with open_clip's own config registry and saved in open_clip's two fil
 open_clip gives: the prompt-ensembled text features and the projected output tokens.
 """
 import json
+import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from mmengine.config import Config
 from safetensors.torch import save_file
 
 from scclip import SCCLIPForSegmentation
@@ -169,16 +174,13 @@ def test_sc_clip_runs_batch_invariant(loaded, name):
         name, clip_model=loaded[name], clip_arch=name, vocabulary=QUERIES, device="cpu", text_cache=False,
         slide_crop=0,
     )
-    crops = torch.randn(2, 3, 168, 196, generator=torch.Generator().manual_seed(5))
-    batch = segmentor.dense_features(crops)
-    assert torch.isfinite(batch).all()
-    for index in range(len(crops)):
-        alone = segmentor.dense_features(crops[index : index + 1])
-        assert torch.allclose(batch[index], alone[0], atol=1e-5)
     images = torch.randn(2, 3, 150, 180, generator=torch.Generator().manual_seed(6))
     together = segmentor.predict(images)
     for index in range(len(images)):
         alone = segmentor.predict(images[index : index + 1])[0]
+        scores = together[index].seg_logits.data
+        assert torch.isfinite(scores).all()
+        assert torch.allclose(scores, alone.seg_logits.data, atol=1e-5)
         assert torch.equal(together[index].pred_sem_seg.data, alone.pred_sem_seg.data)
 
 
@@ -288,3 +290,86 @@ def test_tags_bring_their_activation_and_normalisation():
     assert openclip.pretrained_settings("ViT-B-16", "metaclip_fullcc")["activation"] == "quick_gelu"
     assert openclip.pretrained_settings("ViT-B-16", "laion2b_s34b_b88k")["activation"] is None
     assert openclip.pretrained_settings("ViT-L-14", "laion2b_s32b_b82k")["image_mean"] == (0.5, 0.5, 0.5)
+
+
+# Configs, Segmenter and demo.py with open_clip backbones
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BACKBONE_FILES = sorted(path for path in (CONFIGS / "backbones").glob("*.py") if not path.name.startswith("cfg_"))
+BENCHMARKS = ["voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "city_scapes", "ade20k"]
+
+
+@pytest.mark.parametrize("path", BACKBONE_FILES, ids=[path.stem for path in BACKBONE_FILES])
+def test_backbone_files_name_a_runnable_architecture_and_its_tag(path):
+    backbone = Config.fromfile(path).backbone
+    config = openclip.architecture_config(backbone.clip_arch)  # refuses what SC-CLIP cannot run
+    assert openclip.is_pretrained_tag(backbone.clip_arch, backbone.clip_path)
+    family = "_vitb" if config["vision_layers"] == 12 else "_vitl" if config["vision_layers"] == 24 else "_vith"
+    assert family in path.stem
+    if config["vision_layers"] not in (12, 24):  # other depths: indices chosen by depth in the segmentor
+        assert all(backbone[name] is None for name in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx",
+                                                        "multi_end_idx"))
+    tag = openclip.pretrained_settings(backbone.clip_arch, backbone.clip_path)
+    if tag["activation"]:
+        assert config["activation"] == tag["activation"], "name the -quickgelu architecture of QuickGELU weights"
+    preprocessor = backbone.get("data_preprocessor")
+    mean = tuple(preprocessor["mean"]) if preprocessor else (122.771, 116.746, 104.094)
+    std = tuple(preprocessor["std"]) if preprocessor else (68.501, 66.632, 70.323)
+    assert mean == pytest.approx(tuple(255 * value for value in tag["image_mean"]), abs=1e-3)
+    assert std == pytest.approx(tuple(255 * value for value in tag["image_std"]), abs=1e-3)
+
+
+@pytest.mark.parametrize("suffix, default", [("", "openclip_vitb16_laion2b"), ("_vitl14", "openclip_vitl14_laion2b")])
+def test_benchmark_configs_are_the_published_ones_with_the_backbone(suffix, default, monkeypatch):
+    monkeypatch.delenv("SCCLIP_BACKBONE", raising=False)
+    backbone = Config.fromfile(CONFIGS / "backbones" / f"{default}.py").backbone
+    for benchmark in BENCHMARKS:
+        cfg = Config.fromfile(CONFIGS / "backbones" / f"cfg_{benchmark}{suffix}.py")
+        published = Config.fromfile(CONFIGS / f"cfg_{benchmark}{suffix}.py")
+        assert cfg.model.to_dict() == {**published.model.to_dict(), **backbone.to_dict()}, benchmark
+        assert cfg.test_dataloader.to_dict() == published.test_dataloader.to_dict(), benchmark
+
+
+def test_scclip_backbone_picks_the_backbone_and_depth_picks_the_calibration(open_clip_models, monkeypatch):
+    from mmseg.registry import MODELS
+
+    from scclip.methods import calibration_defaults
+
+    monkeypatch.setenv("SCCLIP_BACKBONE", "metaclip_vith14_fullcc")
+    cfg = Config.fromfile(CONFIGS / "backbones" / "cfg_context59_vitl14.py")
+    assert (cfg.model.clip_arch, cfg.model.clip_path) == ("ViT-H-14-quickgelu", "metaclip_fullcc")
+    # The same config with a local file of a 32-block architecture instead of the download:
+    # (and two classes instead of 59, which only saves time).
+    cfg.model.pop("name_path")
+    cfg.model.update(clip_path=str(open_clip_models[GELU_NAME][1]), clip_arch=GELU_NAME, device="cpu",
+                     vocabulary=["sky", "person"])
+    segmentor = MODELS.build(cfg.model)
+    expected, _ = calibration_defaults(32)
+    assert {name: segmentor.method_settings[name] for name in expected} == expected
+    assert segmentor.clip_arch == GELU_NAME
+
+
+def test_split_backbone_reads_open_clip_pairs():
+    assert openclip.split_backbone("ViT-B-16:laion2b_s34b_b88k") == ("laion2b_s34b_b88k", "ViT-B-16")
+    assert openclip.split_backbone("ViT-B/16") == ("ViT-B/16", None)
+    assert openclip.split_backbone("weights.pt", "ViT-L-14") == ("weights.pt", "ViT-L-14")
+    assert openclip.split_backbone("not-an-arch:tag") == ("not-an-arch:tag", None)
+
+
+@pytest.mark.slow
+def test_demo_runs_an_open_clip_file_with_clip_arch(open_clip_models, tmp_path):
+    """demo.py in its own process: the architecture comes from an open_clip config folder (`local-dir:`)."""
+    folder = tmp_path / "arch"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": open_clip.get_model_config(QUICKGELU_NAME)})
+    )
+    out = tmp_path / "out.png"
+    completed = subprocess.run(
+        [sys.executable, "demo.py", "--classes", "sky,person", "--backbone", str(open_clip_models[QUICKGELU_NAME][1]),
+         "--clip-arch", f"local-dir:{folder}", "--device", "cpu", "--no-slide", "--out", str(out)],
+        cwd=CONFIGS.parent, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, SCCLIP_CACHE_DIR=str(tmp_path / "cache")),
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert out.is_file()
