@@ -325,3 +325,17 @@ def download_pretrained(arch: str, tag: str, root: str | os.PathLike | None = No
         raise _no_download(arch, tag, url, name, reason)
     logger.info(f"downloading open_clip {arch}:{tag} from {url} to {target}")
     return fetch_verified(url, target, digest)
+
+
+def split_backbone(backbone: str | os.PathLike, clip_arch: str | None = None) -> tuple[str, str | None]:
+    """(checkpoint, architecture) of a backbone as users write it.
+
+    open_clip's 'model:pretrained' pair ('ViT-B-16:laion2b_s34b_b88k') is split; anything else
+    (an OpenAI name, a file, or a tag or file with `clip_arch` given) is returned as it is.
+    """
+    text = str(backbone)
+    if clip_arch is None and ":" in text and not os.path.exists(text):
+        arch, tag = text.split(":", 1)
+        if _open_clip().get_model_config(arch) is not None:
+            return tag, arch
+    return text, clip_arch
