@@ -1,13 +1,13 @@
 """Segment your own images with your own words: `Segmenter(backbone, classes)(image)`.
 
-A thin layer over `SCCLIPForSegmentation` (no second implementation): it picks the published
-hyper-parameters for the backbone, prepares images the way the benchmarks do (keep-ratio resize to
-fit 2048×336, CLIP normalisation) and returns the prediction at the image's full size.
+A thin layer over `SCCLIPForSegmentation` (no second implementation): it prepares images the way
+the benchmarks do (keep-ratio resize to fit 2048×336, CLIP normalisation), lets the segmentor
+compute the query logits, and returns the prediction at the image's full size, built block by
+block (`scclip.fullres`) so that memory does not grow with classes × megapixels.
 """
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
@@ -20,10 +20,12 @@ from PIL import Image
 
 from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
+from .clip.openclip import split_backbone
 from .clip.pretrained import MODEL_URLS
 from .errors import CheckpointError, InputError, VocabularyError
 from .fileio import write_atomically
-from .imageio import ImageSource, read_image
+from .fullres import FullSizePrediction
+from .imageio import ImageSource, read_image, writable_suffixes
 from .segmentor import SCCLIPForSegmentation
 from .text import Vocabulary
 from .visualize import (
@@ -44,12 +46,21 @@ INFERENCE_SCALE = (2048, 336)
 PAMR_STEPS = 10
 SYNONYM_MARK = "|"
 
-# Published calibration settings (SPEC §2) by ViT depth.
-PUBLISHED_SETTINGS = {
-    12: dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
-    24: dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
+# Characters people use to separate classes; a single class holding one looks like a mistake.
+OTHER_SEPARATORS = (";", "/", "|", "\t", "\n")
+MASK_SUFFIX = ".png"
+# The benchmark vocabularies shipped in configs/ and the datasets whose class names they stand for.
+SHIPPED_VOCABULARIES = Path(__file__).resolve().parents[1] / "configs"
+VOCABULARY_DATASETS = {
+    "cls_voc21.txt": "PascalVOCDataset",
+    "cls_voc20.txt": "PascalVOC20Dataset",
+    "cls_context60.txt": "PascalContext60Dataset",
+    "cls_context59.txt": "PascalContext59Dataset",
+    "cls_coco_object.txt": "COCOObjectDataset",
+    "cls_coco_stuff.txt": "COCOStuffDataset",
+    "cls_city_scapes.txt": "CityscapesDataset",
+    "cls_ade20k.txt": "ADE20KDataset",
 }
-PUBLISHED_NAMES = {12: "ViT-B/16", 24: "ViT-L/14"}
 
 
 def parse_classes(text: str) -> list[str]:
@@ -62,6 +73,24 @@ def parse_classes(text: str) -> list[str]:
     return lines
 
 
+def check_class_string(text: str) -> None:
+    """Refuse a --classes string that gives one class but looks like a list with another separator.
+
+    One class takes every pixel, so 'cat;dog' or 'cat|dog' (synonyms of one class) is surely a mistake.
+    """
+    lines = parse_classes(text)
+    if len(lines) != 1:
+        return
+    used = [mark for mark in OTHER_SEPARATORS if mark in text]
+    if used:
+        shown = "synonyms '|'" if used == ["|"] else repr(used[0])
+        example = ",".join(part.strip() for part in text.replace("|", ",").replace(used[0], ",").split(",") if part.strip())
+        raise VocabularyError(
+            f"classes {text!r} give a single class (one class takes every pixel): separate classes with ',' "
+            f"not {shown}, e.g. {example!r}"
+        )
+
+
 def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os.PathLike | None = None) -> list[str]:
     """Vocabulary lines from a vocabulary file and/or classes (file lines first), checked.
 
@@ -70,27 +99,65 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
             (see `parse_classes`).
         vocab: a vocabulary file in the benchmarks' format (one class per line, synonyms after ', ').
     Raises:
-        VocabularyError: no class at all, or a malformed or repeated class.
+        VocabularyError: no class at all, a malformed or repeated class (names compare
+            case-insensitively), or a class string that yields one class with another separator.
     """
     lines: list[str] = []
     if vocab is not None:
         lines += [", ".join(names) for names in Vocabulary.from_file(vocab).classes]
     if isinstance(classes, str):
+        check_class_string(classes)
         lines += parse_classes(classes)
     elif classes is not None:
         lines += [str(line) for line in classes]
     if not any(line.strip() for line in lines):
         raise VocabularyError("no class names given: list some, e.g. 'cat,dog,sky', or give a vocabulary file")
-    Vocabulary.from_lines(lines, source="the classes")
+    Vocabulary.from_lines(lines, source="the classes", unit="class")
     return lines
 
 
-def load_backbone(backbone: str | os.PathLike, device: str | torch.device | None = None) -> tuple[int, CLIP | None]:
+def shipped_vocabularies() -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Lines of each benchmark vocabulary in configs/ → the dataset's own class names."""
+    from mmseg.registry import DATASETS
+
+    found = {}
+    for file_name, dataset in VOCABULARY_DATASETS.items():
+        path = SHIPPED_VOCABULARIES / file_name
+        if not path.is_file():
+            continue  # an installed package without the repository's configs/
+        lines = tuple(", ".join(names) for names in Vocabulary.from_file(path).classes)
+        names = tuple(DATASETS.get(dataset).METAINFO["classes"])
+        if len(names) == len(lines):
+            found[lines] = names
+    return found
+
+
+def display_names(lines: Sequence[str]) -> list[str]:
+    """The name to show for each class: a benchmark's own class names where the lines begin with one
+    of the shipped benchmark vocabularies ('background', not its first synonym 'sky'), else the
+    first name of each class."""
+    names = [line.split(",")[0].strip() for line in lines]
+    for vocabulary, dataset_names in shipped_vocabularies().items():
+        if tuple(line.strip() for line in lines[: len(vocabulary)]) == vocabulary:
+            return list(dataset_names) + names[len(vocabulary):]
+    return names
+
+
+def load_backbone(
+    backbone: str | os.PathLike,
+    device: str | torch.device | None = None,
+    clip_arch: str | None = None,
+    download_root: str | os.PathLike | None = None,
+) -> tuple[int, CLIP | None]:
     """Depth of the image tower, and the loaded CLIP when it had to be read to know it.
 
     Public names come from the architecture table (the segmentor downloads them); a checkpoint
-    file is loaded here once and handed on, so it is not read twice.
+    file or an open_clip backbone (`clip_arch` given) is loaded here once and handed on, so it is
+    not read twice.
     """
+    if clip_arch is not None:
+        model, _ = load(backbone, device=device, download_root=download_root, arch=clip_arch)
+        return len(model.visual.transformer.resblocks), model
     if isinstance(backbone, str) and backbone in ARCHITECTURES:
         return ARCHITECTURES[backbone]["vision_layers"], None
     if isinstance(backbone, str) and backbone in MODEL_URLS:
@@ -99,57 +166,45 @@ def load_backbone(backbone: str | os.PathLike, device: str | torch.device | None
     return len(model.visual.transformer.resblocks), model
 
 
-def calibration_settings(depth: int) -> tuple[dict, str]:
-    """The calibration hyper-parameters for a ViT with `depth` blocks, and a sentence saying which.
-
-    12 and 24 blocks get the published ViT-B/16 and ViT-L/14 settings; other depths get ViT-B/16's
-    layer indices scaled by depth/12 (rounded half up, kept inside the network) and the `res_cls`
-    of the nearer published depth.
-    """
-    if depth in PUBLISHED_SETTINGS:
-        return dict(PUBLISHED_SETTINGS[depth]), f"{depth} blocks: the published {PUBLISHED_NAMES[depth]} settings"
-    if depth < 2:
-        raise CheckpointError(f"a ViT with {depth} block cannot be calibrated: SC-CLIP needs at least 2 blocks")
-    base = PUBLISHED_SETTINGS[12]
-    last = depth - 2  # the last intermediate feature index
-
-    def scaled(name: str) -> int:
-        return int(base[name] * depth / 12 + 0.5)
-
-    end = min(max(scaled("multi_end_idx"), 1), last + 1)
-    settings = dict(
-        pre_adjust_idx=min(scaled("pre_adjust_idx"), last),
-        post_adjust_idx=min(scaled("post_adjust_idx"), last),
-        multi_start_idx=min(scaled("multi_start_idx"), end - 1),
-        multi_end_idx=end,
-        res_cls=PUBLISHED_SETTINGS[12 if depth <= 18 else 24]["res_cls"],
-    )
-    described = ", ".join(f"{name} {value}" for name, value in settings.items())
-    return settings, f"{depth} blocks: ViT-B/16's settings scaled to this depth ({described})"
-
-
 def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_SCALE) -> np.ndarray:
     """Keep-ratio bilinear resize so the image fits `scale` (long, short), as mmseg's test `Resize` does."""
     return mmcv.imrescale(image, scale, interpolation="bilinear", backend="cv2")
 
 
-@dataclass
 class SegmentationResult:
     """One segmented image.
 
     Attributes:
         image: H×W×3 uint8 RGB, the image as segmented (EXIF orientation applied).
         labels: H×W int64 class index per pixel.
-        scores: C×H×W float32 class scores (softmax over the queries, max over each class's names).
-        class_names: the first name of each class.
+        scores: C×H×W float32 class scores (softmax over the queries, max over each class's names),
+            computed when first read: it costs C × H × W × 4 bytes (8.2 GB for 171 classes on a
+            12-megapixel photo), unlike everything else here, which is H×W at most.
+        class_names: the name shown for each class (a benchmark's own names for its shipped
+            vocabulary, else each class's first name).
         colours: C×3 uint8 colour of each class.
     """
 
-    image: np.ndarray
-    labels: np.ndarray
-    scores: np.ndarray
-    class_names: list[str]
-    colours: np.ndarray
+    def __init__(self, image: np.ndarray, labels: np.ndarray, class_names: list[str], colours: np.ndarray,
+                 scores: np.ndarray | Callable[[], np.ndarray]) -> None:
+        self.image = image
+        self.labels = labels
+        self.class_names = class_names
+        self.colours = colours
+        self._scores = scores
+
+    @property
+    def scores(self) -> np.ndarray:
+        if callable(self._scores):
+            self._scores = self._scores()
+        return self._scores
+
+    def __repr__(self) -> str:
+        height, width = self.labels.shape
+        present = ", ".join(f"{entry.name} {100 * entry.share:.1f}%" for entry in self.legend()[:5])
+        more = len(self.legend()) - 5
+        return (f"SegmentationResult({width}×{height}, {len(self.class_names)} classes; "
+                f"{present}{f', +{more} more' if more > 0 else ''})")
 
     @cached_property
     def shares(self) -> dict[str, float]:
@@ -173,13 +228,30 @@ class SegmentationResult:
         return side_by_side(self.image, self.labels, self.class_names, self.colours, alpha, panel_side)[0]
 
     def save(self, path: str | os.PathLike, panel_side: int = 512) -> Path:
-        """Write `picture()` to `path` (format from its suffix); never leaves a partial file."""
+        """Write `picture()` to `path` (format from its suffix); never leaves a partial file.
+
+        Raises:
+            InputError: the suffix names no picture format PIL can write, or the file cannot be written.
+        """
+        path = Path(path)
+        if path.suffix.lower() not in writable_suffixes():
+            raise InputError(f"cannot write a picture to {path}: its name needs a picture suffix such as .png or .jpg")
         picture = self.picture(panel_side)
         return write_atomically(path, picture.save)
 
     def save_mask(self, path: str | os.PathLike) -> tuple[Path, Path]:
-        """Write the label PNG at `path` and, beside it (same name, .json), the classes and pixel shares."""
-        path = Path(path).with_suffix(".png")
+        """Write the label PNG at `path` (a name without suffix gets .png) and, beside it (same
+        name, .json), the class names and pixel shares.
+
+        Raises:
+            InputError: `path` has another suffix than .png: a lossy format would change the labels.
+        """
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(MASK_SUFFIX)
+        if path.suffix.lower() != MASK_SUFFIX:
+            raise InputError(f"the label mask is written as PNG (lossless, pixel = class index): "
+                             f"name it {path.with_suffix(MASK_SUFFIX).name} instead of {path.name}")
         mask = self.mask()
         summary = dict(
             classes=self.class_names,
@@ -193,10 +265,11 @@ class SegmentationResult:
 
 
 class Segmenter:
-    """Open-vocabulary segmentation of single images with SC-CLIP.
+    """Open-vocabulary segmentation of single images with SC-CLIP or one of its baselines.
 
     The model and the text features of the classes are built once, here; each call then costs one
-    image encoding.
+    image encoding. Predictions come back at the image's full size in bounded memory (see
+    `scclip.fullres`): a 12-megapixel photo with 171 classes needs well under 2 GB beyond the model.
 
     Example:
         >>> seg = Segmenter("ViT-B/16", classes=["cat", "dog", "sky"])
@@ -205,17 +278,23 @@ class Segmenter:
 
     Args:
         backbone: a public CLIP name ('ViT-B/16', 'ViT-L/14', ...; downloaded on first use) or a
-            checkpoint file. The calibration follows its depth (see `calibration_settings`).
+            checkpoint file. SC-CLIP's calibration follows its depth (chosen by the segmentor, logged).
+            open_clip backbones: its 'model:pretrained' pair ('ViT-B-16:laion2b_s34b_b88k'), or a
+            pretrained tag or open_clip checkpoint file with `clip_arch`.
         classes: class names, each 'name' or 'name, synonym, ...', or one string 'cat,dog|puppy,sky'.
         vocab: a vocabulary file (one class per line, synonyms after ', '); combined with `classes`.
         device: 'cpu', 'cuda' or a torch device; None = CUDA when available.
-        pamr: refine the masks with PAMR (10 steps).
-        prob_thd: pixels whose best class score is below this go to the first class.
+        pamr: refine the masks with PAMR (10 steps), at full size in exact overlapping tiles.
+        prob_thd: pixels whose best class score is below this (in [0, 1]) go to the first class.
         slide: sliding-window inference (224 crops, stride 112); False = whole image at once.
         scale: (long, short) bound of the keep-ratio resize before inference.
+        method: 'scclip' (default) or a baseline: see `scclip.methods.available_methods()`.
+        clip_arch: the open_clip architecture ('ViT-B-16', 'ViT-L-14-quickgelu', ...) of an open_clip
+            tag or checkpoint file given as `backbone`.
         **options: further `SCCLIPForSegmentation` arguments (e.g. logit_scale, area_thd,
-            download_root, clip_model: the CLIP of `backbone` already loaded, shared by several
-            segmenters); calibration indices given here override the depth-based ones.
+            download_root; for scclip its switches such as attention_calibration=False, or
+            calibration indices instead of the depth-based ones; clip_model: the CLIP of
+            `backbone` already loaded, shared by several segmenters).
     """
 
     def __init__(
@@ -228,49 +307,77 @@ class Segmenter:
         prob_thd: float = 0.0,
         slide: bool = True,
         scale: tuple[int, int] = INFERENCE_SCALE,
+        method: str = "scclip",
+        clip_arch: str | None = None,
         **options,
     ) -> None:
         lines = vocabulary_lines(classes, vocab)
+        if not 0 <= prob_thd <= 1:
+            raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
+        backbone, clip_arch = split_backbone(backbone, clip_arch)
         clip_model = options.pop("clip_model", None)  # `backbone` already loaded: several segmenters share it
         if clip_model is None:
-            self.depth, clip_model = load_backbone(backbone, device)
+            self.depth, clip_model = load_backbone(backbone, device, clip_arch, options.get("download_root"))
         else:
             self.depth = len(clip_model.visual.transformer.resblocks)
-        settings, self.settings_note = calibration_settings(self.depth)
-        MMLogger.get_current_instance().info(f"SC-CLIP on {self.backbone}: {self.settings_note}")
-        self.settings = {**settings, **{k: v for k, v in options.items() if k in settings}}
         self.scale = scale
-        arguments = dict(pamr_steps=PAMR_STEPS if pamr else 0, prob_thd=prob_thd, slide_crop=224 if slide else 0)
+        # PAMR runs here, at full size in tiles; the segmentor gives the logits it would refine.
+        self.pamr_steps = options.pop("pamr_steps", PAMR_STEPS if pamr else 0)
+        arguments = dict(prob_thd=prob_thd, slide_crop=224 if slide else 0)
         arguments.update(options)
-        arguments.update(self.settings)
+        # An open_clip tag stands for the file it was resolved to (the text cache hashes that file).
+        checkpoint = getattr(clip_model, "checkpoint_path", None) if clip_arch else None
         self.segmentor = SCCLIPForSegmentation(
-            clip_path=str(backbone), vocabulary=lines, device=device, clip_model=clip_model, **arguments
+            clip_path=str(checkpoint or backbone),
+            vocabulary=lines, device=device, method=method, clip_model=clip_model,
+            clip_arch=clip_arch, pamr_steps=0, **arguments,
         )
+        self.class_names = display_names(lines)
         self.colours = palette(self.segmentor.num_classes)
 
     @property
-    def class_names(self) -> list[str]:
-        return self.segmentor.class_names
+    def method(self) -> str:
+        return self.segmentor.method
 
     @property
     def device(self) -> torch.device:
         return self.segmentor.device
+
+    def coarse_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The size the segmentor's logits are bilinearly resized from to the photo's size: the
+        inference input's, or in whole-image mode the patch grid's (except for methods that resize
+        through the input size)."""
+        through_input = getattr(self.segmentor.method_spec, "resize_through_input", False)
+        if self.segmentor.slide_crop > 0 or through_input:
+            return height, width
+        return tuple(self.segmentor.encoder.visual.grid_size(height, width))
 
     @torch.no_grad()
     def __call__(self, image: ImageSource) -> SegmentationResult:
         """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
         rgb = read_image(image)
         resized = resize_for_inference(rgb, self.scale)
+        height, width = resized.shape[:2]
         bgr = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1].transpose(2, 0, 1)))
-        sample = SegDataSample(metainfo=dict(ori_shape=rgb.shape[:2], img_shape=resized.shape[:2]))
-        output = self.segmentor.test_step(dict(inputs=[bgr], data_samples=[sample]))[0]
+        sample = SegDataSample(metainfo=dict(ori_shape=rgb.shape[:2], img_shape=(height, width)))
+        inputs = self.segmentor.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]), False)["inputs"]
+        meta = dict(img_shape=(height, width), ori_shape=self.coarse_shape(height, width))
+        logits = self.segmentor.query_logits(inputs, [meta])[0]
+        segmentor = self.segmentor
+        prediction = FullSizePrediction(
+            logits, rgb.shape[:2], segmentor.query_to_class, segmentor.num_classes, segmentor.logit_scale,
+            prob_thd=segmentor.prob_thd, area_thd=segmentor.area_thd,
+            renormalise=getattr(segmentor.method_spec, "renormalise_scores", False),
+            pamr_steps=self.pamr_steps, pamr_dilations=segmentor.pamr_stride,
+            image=inputs[0, :, :height, :width] if self.pamr_steps > 0 else None,
+        )
         return SegmentationResult(
             image=rgb,
-            labels=output.pred_sem_seg.data[0].cpu().numpy().astype(np.int64),
-            scores=output.seg_logits.data.float().cpu().numpy(),
+            labels=prediction.labels(),
             class_names=list(self.class_names),
             colours=self.colours,
+            scores=prediction.scores,
         )

@@ -129,8 +129,33 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     Raises:
         ImageError: the folder holds no image files.
     """
-    folder = Path(folder)
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    paths, _ = scan_folder(folder)
     if not paths:
         raise ImageError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {folder}: pass a folder with images")
     return paths
+
+
+def scan_folder(folder: str | os.PathLike, recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The image files in a folder (and its subfolders when `recursive`), sorted, and every other
+    entry with the reason it is not one, so that nothing is left out silently."""
+    images, skipped = [], []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_dir():
+            if recursive:
+                inner_images, inner_skipped = scan_folder(path, recursive)
+                images += inner_images
+                skipped += inner_skipped
+            else:
+                skipped.append((path, "a subfolder (not searched without recursion)"))
+        elif path.name.startswith("."):
+            skipped.append((path, "a hidden file"))
+        elif path.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((path, f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"))
+        else:
+            images.append(path)
+    return images, skipped
+
+
+def writable_suffixes() -> set[str]:
+    """File suffixes PIL can write pictures as ('.png', '.jpg', ...), lower case."""
+    return {suffix for suffix, format in Image.registered_extensions().items() if format in Image.SAVE}

@@ -28,8 +28,13 @@ class Vocabulary:
     classes: tuple[tuple[str, ...], ...]
 
     @classmethod
-    def from_lines(cls, lines: Sequence[str], source: str = "vocabulary") -> "Vocabulary":
-        """Parse vocabulary lines ("name, synonym, ..." per class); `source` names them in errors."""
+    def from_lines(cls, lines: Sequence[str], source: str = "vocabulary", unit: str = "line") -> "Vocabulary":
+        """Parse vocabulary lines ("name, synonym, ..." per class); `source` names them in errors
+        and `unit` says what one entry is called there ('line' in a file, 'class' on a command line).
+
+        Names compare case-insensitively: 'Cat' and 'cat' are the same class (CLIP's tokenizer
+        lower-cases text, so they are the same query too).
+        """
         lines = list(lines)
         while lines and not lines[-1].strip():
             lines.pop()
@@ -41,21 +46,22 @@ class Vocabulary:
         for number, line in enumerate(lines, start=1):
             names = tuple(name.strip() for name in line.split(SYNONYM_SEPARATOR))
             if not line.strip():
-                raise VocabularyError(f"{source}, line {number} is blank: remove it or put a class name there")
+                raise VocabularyError(f"{source}, {unit} {number} is blank: remove it or put a class name there")
             if any(not name for name in names):
                 raise VocabularyError(
-                    f"{source}, line {number} ({line.strip()!r}) has an empty name: separate synonyms with ', '"
+                    f"{source}, {unit} {number} ({line.strip()!r}) has an empty name: separate synonyms with ', '"
                 )
-            if names in seen_lines:
+            folded = tuple(name.casefold() for name in names)
+            if folded in seen_lines:
                 raise VocabularyError(
-                    f"{source}, line {number} repeats line {seen_lines[names]} ({line.strip()!r}): remove one"
+                    f"{source}, {unit} {number} repeats {unit} {seen_lines[folded]} ({line.strip()!r}): remove one"
                 )
-            seen_lines[names] = number
-            for name in names:
+            seen_lines[folded] = number
+            for name in folded:
                 if name in first_class_of and first_class_of[name] != number:
                     MMLogger.get_current_instance().warning(
-                        f"{source}: {name!r} is a name of line {first_class_of[name]} and of line {number}; "
-                        f"ties go to line {first_class_of[name]}"
+                        f"{source}: {name!r} is a name of {unit} {first_class_of[name]} and of {unit} {number}; "
+                        f"ties go to {unit} {first_class_of[name]}"
                     )
                 first_class_of.setdefault(name, number)
             classes.append(names)

@@ -1,6 +1,7 @@
 """The Python API: Segmenter(backbone, classes)(image) on every kind of input users have."""
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,14 +10,15 @@ from PIL import Image
 from skimage import data as sample_data
 
 from scclip.api import (
-    INFERENCE_SCALE, PUBLISHED_SETTINGS, SegmentationResult, Segmenter, load_backbone, calibration_settings,
-    parse_classes, resize_for_inference, vocabulary_lines,
+    INFERENCE_SCALE, SegmentationResult, Segmenter, display_names, load_backbone, parse_classes,
+    resize_for_inference, vocabulary_lines,
 )
-from scclip.calibration import CalibrationConfig
 from scclip.errors import CheckpointError, ImageError, InputError, VocabularyError
+from scclip.methods import PUBLISHED_CALIBRATION
 from scclip.visualize import palette
 
 CLASSES = ["person, astronaut", "flag", "wall"]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 EXIF_ORIENTATION = 0x0112
 
 
@@ -133,18 +135,52 @@ def test_tiny_image(segmenter):
 
 def test_large_image_is_resized_for_inference_and_predicted_at_full_size(segmenter, monkeypatch):
     seen = []
-    predict = segmenter.segmentor.predict
+    query_logits = segmenter.segmentor.query_logits
 
-    def spy(inputs, data_samples=None):
-        seen.append((tuple(inputs.shape), data_samples[0].metainfo))
-        return predict(inputs, data_samples)
+    def spy(inputs, metas):
+        seen.append((tuple(inputs.shape), metas[0]))
+        return query_logits(inputs, metas)
 
-    monkeypatch.setattr(segmenter.segmentor, "predict", spy)
+    monkeypatch.setattr(segmenter.segmentor, "query_logits", spy)
     large = np.asarray(Image.fromarray(sample_data.astronaut()).resize((3000, 2000)))
     result = segmenter(large)
     assert seen[0][0] == (1, 3, 336, 504)
-    assert tuple(seen[0][1]["ori_shape"]) == (2000, 3000) and tuple(seen[0][1]["img_shape"]) == (336, 504)
-    assert result.labels.shape == (2000, 3000) and result.scores.shape == (3, 2000, 3000)
+    # The segmentor's logits stay at inference size; the full size is built in strips (scclip.fullres).
+    assert tuple(seen[0][1]["ori_shape"]) == (336, 504) and tuple(seen[0][1]["img_shape"]) == (336, 504)
+    assert result.labels.shape == (2000, 3000)
+    assert callable(result._scores), "full-size scores are only computed when read"
+    assert result.scores.shape == (3, 2000, 3000)
+
+
+def reference(segmenter: Segmenter, image: np.ndarray):
+    """What the segmentor itself predicts at full size (everything materialised, PAMR included)."""
+    from mmseg.structures import SegDataSample
+
+    resized = resize_for_inference(image, segmenter.scale)
+    bgr = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1].transpose(2, 0, 1)))
+    sample = SegDataSample(metainfo=dict(ori_shape=image.shape[:2], img_shape=resized.shape[:2]))
+    segmenter.segmentor.pamr_steps = segmenter.pamr_steps
+    try:
+        output = segmenter.segmentor.test_step(dict(inputs=[bgr], data_samples=[sample]))[0]
+    finally:
+        segmenter.segmentor.pamr_steps = 0
+    return output.pred_sem_seg.data[0].numpy(), output.seg_logits.data.numpy()
+
+
+@pytest.mark.parametrize("options", [
+    dict(area_thd=0.3, prob_thd=0.34), dict(slide=False), dict(pamr=True, scale=(2048, 224)),
+    dict(method="naclip", slide=False),
+], ids=["area-prob", "whole-image", "pamr", "naclip-whole"])
+def test_full_size_in_blocks_equals_the_segmentor(tiny_checkpoint_path, options):
+    size = (350, 260) if options.get("pamr") else (700, 520)  # PAMR at full size is the slow part
+    image = np.asarray(Image.fromarray(sample_data.astronaut()).resize(size))
+    segmenter = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", **options)
+    result = segmenter(image)
+    expected_labels, expected_scores = reference(segmenter, image)
+    differ = result.labels != expected_labels
+    top2 = np.sort(expected_scores, axis=0)[-2:]
+    assert ((top2[1] - top2[0])[differ] <= 1e-5).all(), f"{differ.sum()} labels differ outside ties"
+    np.testing.assert_allclose(result.scores, expected_scores, atol=1e-5, rtol=0)
 
 
 def test_result_pictures_and_files(quick_segmenter, astronaut, tmp_path):
@@ -155,6 +191,7 @@ def test_result_pictures_and_files(quick_segmenter, astronaut, tmp_path):
     assert {e.name for e in result.legend()} == {n for n, s in result.shares.items() if s > 0}
     assert result.picture(panel_side=256).size[0] == 3 * 256 + 4 * 8
 
+    assert repr(result).startswith("SegmentationResult(160×120, 3 classes; ") and len(repr(result)) < 200
     saved = result.save(tmp_path / "out" / "picture.jpg")
     assert Image.open(saved).format == "JPEG" and Image.open(saved).size == result.picture().size
     png, report = result.save_mask(tmp_path / "out" / "mask.png")
@@ -197,28 +234,49 @@ def test_classes_and_vocabulary_files(tmp_path):
         vocabulary_lines(vocab=tmp_path / "missing.txt")
 
 
+def test_class_list_mistakes_are_named():
+    for text, shown in (("cat;dog", "';'"), ("cat / dog", "'/'"), ("cat|dog", "synonyms '|'")):
+        with pytest.raises(VocabularyError, match=f"give a single class .*not {shown}, e.g. 'cat,dog'"):
+            vocabulary_lines(text)
+    with pytest.raises(VocabularyError, match=r"the classes, class 2 repeats class 1 \('cat'\)"):
+        vocabulary_lines("Cat,cat")
+    assert vocabulary_lines("sky") == ["sky"]  # one class without another separator is taken as meant
+
+
+def test_bad_thresholds(tiny_checkpoint_path):
+    for bad in (-0.1, 5):
+        with pytest.raises(InputError, match=f"prob_thd={bad} must lie in \\[0, 1\\]"):
+            Segmenter(tiny_checkpoint_path, classes="a,b", device="cpu", prob_thd=bad)
+
+
+def test_benchmark_vocabularies_show_the_benchmark_names():
+    voc = [line.strip() for line in (REPO_ROOT / "configs" / "cls_voc21.txt").read_text().splitlines()]
+    assert voc[0].startswith("sky, wall")
+    names = display_names(voc + ["rainbow, arc"])
+    assert names[:3] == ["background", "aeroplane", "bicycle"] and names[-1] == "rainbow" and len(names) == 22
+    stuff = [line.strip() for line in (REPO_ROOT / "configs" / "cls_coco_stuff.txt").read_text().splitlines()]
+    assert display_names(stuff)[0] == "person" and len(display_names(stuff)) == 171
+    assert display_names(["sky, wall", "cat"]) == ["sky", "cat"]  # not a benchmark vocabulary
+
+
+def test_saving_needs_usable_names(quick_segmenter, astronaut, tmp_path):
+    result = quick_segmenter(astronaut)
+    with pytest.raises(InputError, match=r"cannot write a picture to .*out: its name needs a picture suffix"):
+        result.save(tmp_path / "out")
+    with pytest.raises(InputError, match=r"name it m\.png instead of m\.jpg"):
+        result.save_mask(tmp_path / "m.jpg")
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
+    png, report = result.save_mask(tmp_path / "m")
+    assert (png.name, report.name) == ("m.png", "m.json")
 def test_published_settings_follow_depth(tiny_l14_checkpoint_path, tiny_checkpoint_path):
     assert load_backbone("ViT-B/16") == (12, None) and load_backbone("ViT-L/14@336px") == (24, None)
     assert load_backbone(tiny_checkpoint_path, "cpu")[0] == 12
     assert load_backbone(tiny_l14_checkpoint_path, "cpu")[0] == 24
     l14 = Segmenter(tiny_l14_checkpoint_path, classes="a,b", device="cpu")
-    assert l14.settings == PUBLISHED_SETTINGS[24]
     config = l14.segmentor.encoder.config
     assert (config.pre_adjust_idx, config.post_adjust_idx, config.multi_start_idx, config.multi_end_idx,
-            config.res_cls) == (16, 6, 8, 19, 0.1)
-    assert "ViT-L/14" in l14.settings_note
+            config.res_cls) == tuple(PUBLISHED_CALIBRATION[24].values())
     assert l14(np.zeros((40, 30, 3), np.uint8)).labels.shape == (40, 30)
-
-
-def test_other_depths_are_scaled_and_stated():
-    settings, note = calibration_settings(6)
-    assert settings == dict(pre_adjust_idx=4, post_adjust_idx=2, multi_start_idx=2, multi_end_idx=5, res_cls=0.3)
-    assert "6 blocks" in note and "scaled" in note and "pre_adjust_idx 4" in note
-    assert calibration_settings(32)[0]["res_cls"] == 0.1
-    for depth in range(2, 49):
-        CalibrationConfig(**calibration_settings(depth)[0]).check(depth)  # always fits the network
-    with pytest.raises(CheckpointError, match="at least 2 blocks"):
-        calibration_settings(1)
 
 
 def test_scaled_depth_end_to_end(tmp_path):
@@ -233,12 +291,20 @@ def test_scaled_depth_end_to_end(tmp_path):
 
 def test_options_reach_the_segmentor(tiny_checkpoint_path):
     configured = Segmenter(tiny_checkpoint_path, classes="a,b", device="cpu", pamr=True, prob_thd=0.7, slide=False,
-                          logit_scale=50, pre_adjust_idx=5)
+                          logit_scale=50, pre_adjust_idx=5, attention_calibration=False)
     model = configured.segmentor
-    assert (model.pamr_steps, model.prob_thd, model.slide_crop, model.logit_scale) == (10, 0.7, 0, 50)
-    assert model.encoder.config.pre_adjust_idx == 5 and configured.settings["pre_adjust_idx"] == 5
+    assert configured.pamr_steps == 10 and model.pamr_steps == 0  # PAMR runs at full size, in tiles
+    assert (model.prob_thd, model.slide_crop, model.logit_scale) == (0.7, 0, 50)
+    assert model.method_settings["pre_adjust_idx"] == 5 and model.method_settings["attention_calibration"] is False
     result = configured(np.zeros((40, 30, 3), np.uint8))
     assert (result.labels[result.scores.max(axis=0) < 0.7] == 0).all()
+
+
+def test_methods(tiny_checkpoint_path, astronaut):
+    clearclip = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", method="clearclip", scale=(2048, 224))
+    assert clearclip.method == "clearclip" and clearclip(astronaut).labels.shape == (120, 160)
+    with pytest.raises(InputError, match="pre_adjust_idx"):  # calibration indices are SC-CLIP's alone
+        Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", method="clearclip", pre_adjust_idx=5)
 
 
 def test_bad_backbones(tmp_path):
@@ -262,5 +328,5 @@ def test_cuda_without_cuda(tiny_checkpoint_path):
 
 def test_torchscript_checkpoint(tiny_jit_checkpoint_path, quick_segmenter, astronaut):
     jit = Segmenter(tiny_jit_checkpoint_path, classes=CLASSES, device="cpu", scale=quick_segmenter.scale)
-    assert jit.depth == 12 and jit.settings == PUBLISHED_SETTINGS[12]
+    assert jit.depth == 12
     assert np.allclose(jit(astronaut).scores, quick_segmenter(astronaut).scores, atol=1e-5)

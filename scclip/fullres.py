@@ -1,0 +1,183 @@
+"""Full-size predictions for photos of any size, in bounded memory.
+
+The benchmark path resizes the query logits to the original image size and post-processes them
+whole: Q×H×W floats, 8 GB for a 12-megapixel photo and 171 classes, several times over for the
+softmax. Here the same computation runs block by block (full-width strips, or square tiles with
+PAMR), so memory follows the block, not the photo:
+- the bilinear resize (align_corners=False) is computed for the rows and columns of one block from
+  the coarse logits, with PyTorch's own arithmetic (bit-identical to `F.interpolate` on this CPU;
+  at most one rounding step apart elsewhere);
+- `area_thd` needs each class's area over the whole image: a first pass counts the argmax areas,
+  a second pass takes the labels;
+- PAMR's output at a pixel depends only on the scores and image within `steps × max(dilations)`
+  pixels (each step looks one dilation away, and each affinity one dilation further), so each tile
+  is refined with that margin around it and only its centre is kept: exact, with the image edges
+  padded as the whole-image computation pads them.
+Labels therefore equal the whole-image computation except where two class scores tie to within
+rounding.
+"""
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .pamr import neighbours, pixel_affinities
+from .postprocess import class_scores, labels, renormalise
+
+# Working memory aimed at per block (the upsampled logits and the softmax's temporaries).
+BLOCK_BYTES = 64 * 2**20
+# Q×(block) float32 maps alive at once while a block is post-processed (logits, softmax, scores).
+MAPS_PER_BLOCK = 4
+# ... and while a channel chunk is refined with PAMR (scores, refined, product, padded copy).
+MAPS_PER_PAMR_CHUNK = 6
+MIN_TILE = 32
+
+Span = tuple[int, int]
+
+
+def source_positions(in_size: int, out_size: int, span: Span, device: torch.device) -> tuple[Tensor, ...]:
+    """For output positions span[0]:span[1] of a bilinear resize (align_corners=False): the two
+    input indices each reads and their weights, computed as PyTorch's CPU kernel computes them."""
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32, device=device)
+    position = torch.arange(*span, dtype=torch.float32, device=device)
+    source = torch.addcmul(torch.tensor(-0.5, device=device), scale, position + 0.5).clamp_(min=0)
+    first = source.to(torch.int64)
+    second = torch.clamp(first + 1, max=in_size - 1)
+    weight = source - first
+    return first, second, 1 - weight, weight
+
+
+def resize_block(maps: Tensor, size: tuple[int, int], rows: Span, cols: Span) -> Tensor:
+    """`F.interpolate(maps[None], size, mode='bilinear', align_corners=False)[0][:, rows, cols]`,
+    computed for that block only (C×h×w → C×R×W)."""
+    row0, row1, row_w0, row_w1 = source_positions(maps.shape[-2], size[0], rows, maps.device)
+    col0, col1, col_w0, col_w1 = source_positions(maps.shape[-1], size[1], cols, maps.device)
+    needed = torch.unique(torch.cat([row0, row1]))
+    at0, at1 = torch.searchsorted(needed, row0), torch.searchsorted(needed, row1)
+    source = maps[:, needed].float()
+    across = source.index_select(2, col1).mul_(col_w1).addcmul_(source.index_select(2, col0), col_w0)
+    # Same arithmetic as F.interpolate's kernel: first × w0 fused into second × w1.
+    return across.index_select(1, at1).mul_(row_w1[:, None]).addcmul_(across.index_select(1, at0), row_w0[:, None])
+
+
+def spans(length: int, step: int) -> list[Span]:
+    return [(start, min(start + step, length)) for start in range(0, length, step)]
+
+
+@dataclass
+class FullSizePrediction:
+    """Coarse query logits and everything that turns them into full-size class scores and labels.
+
+    Attributes:
+        logits: Q×h×w query logits at the resolution the segmentor resizes from.
+        size: (H, W) of the photo.
+        query_to_class, num_classes, logit_scale, prob_thd, area_thd: post-processing (SPEC §3).
+        renormalise: the stored scores are divided by their sum over classes (NACLIP), after labels.
+        pamr_steps, pamr_dilations: PAMR at full size (0 steps = off).
+        image: 3×h'×w' the normalised inference input; PAMR's affinities come from it resized to `size`.
+        block_bytes: working memory aimed at per block.
+    """
+
+    logits: Tensor
+    size: tuple[int, int]
+    query_to_class: Tensor
+    num_classes: int
+    logit_scale: float
+    prob_thd: float = 0.0
+    area_thd: float | None = None
+    renormalise: bool = False
+    pamr_steps: int = 0
+    pamr_dilations: Sequence[int] = (8, 16)
+    image: Tensor | None = None
+    block_bytes: int = BLOCK_BYTES
+    _keep: Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pamr_reach(self) -> int:
+        """How far PAMR's result at a pixel looks: steps × the largest dilation."""
+        return self.pamr_steps * max(self.pamr_dilations) if self.pamr_steps > 0 else 0
+
+    def blocks(self) -> Iterator[tuple[Span, Span]]:
+        """(rows, cols) of blocks that cover the image: full-width strips, or square tiles with PAMR."""
+        height, width = self.size
+        per_pixel = self.logits.shape[0] * 4 * MAPS_PER_BLOCK
+        pixels = max(1, self.block_bytes // per_pixel)
+        if self.pamr_steps > 0:
+            side = max(MIN_TILE, math.isqrt(pixels))
+            for rows in spans(height, side):
+                for cols in spans(width, side):
+                    yield rows, cols
+        else:
+            for rows in spans(height, max(1, pixels // width)):
+                yield rows, (0, width)
+
+    def query_block(self, rows: Span, cols: Span) -> Tensor:
+        """Q×R×W full-size query logits of one block (refined with PAMR when it is on)."""
+        if self.pamr_steps <= 0:
+            return resize_block(self.logits, self.size, rows, cols)
+        reach = self.pamr_reach
+        height, width = self.size
+        around_rows = (max(rows[0] - reach, 0), min(rows[1] + reach, height))
+        around_cols = (max(cols[0] - reach, 0), min(cols[1] + reach, width))
+        image = resize_block(self.image, self.size, around_rows, around_cols)[None]
+        affinity = pixel_affinities(image, self.pamr_dilations)
+        inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
+                  slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
+        region = (around_rows[1] - around_rows[0]) * (around_cols[1] - around_cols[0])
+        chunk = max(1, self.block_bytes // (region * 4 * MAPS_PER_PAMR_CHUNK))
+        refined = []
+        for start in range(0, self.logits.shape[0], chunk):
+            scores = resize_block(self.logits[start : start + chunk], self.size, around_rows, around_cols)[None]
+            for _ in range(self.pamr_steps):
+                step = torch.zeros_like(scores)
+                for index, shifted in enumerate(neighbours(scores, self.pamr_dilations)):
+                    step += affinity[:, index : index + 1] * shifted
+                scores = step
+            refined.append(scores[0][:, inside[0], inside[1]])
+        return torch.cat(refined)
+
+    def class_block(self, rows: Span, cols: Span) -> Tensor:
+        """C×R×W class scores of one block, before `area_thd`."""
+        return class_scores(self.query_block(rows, cols), self.query_to_class, self.num_classes, self.logit_scale)
+
+    def keep(self) -> Tensor | None:
+        """Which classes survive `area_thd` (first pass over the whole image); None without it."""
+        if self.area_thd is None:
+            return None
+        if self._keep is None:
+            counts = torch.zeros(self.num_classes, dtype=torch.int64, device=self.logits.device)
+            for rows, cols in self.blocks():
+                best = self.class_block(rows, cols).max(dim=0).indices
+                counts += torch.bincount(best.flatten(), minlength=self.num_classes)
+            area = counts[1:].float()
+            self._keep = area > self.area_thd * area.sum()
+        return self._keep
+
+    def suppressed_block(self, rows: Span, cols: Span) -> Tensor:
+        """C×R×W class scores of one block with the classes `area_thd` removes set to zero."""
+        scores = self.class_block(rows, cols)
+        keep = self.keep()
+        if keep is not None:
+            scores[1:] *= keep.to(scores.dtype)[:, None, None]
+        return scores
+
+    def labels(self) -> np.ndarray:
+        """H×W int64 labels."""
+        result = np.empty(self.size, dtype=np.int64)
+        for rows, cols in self.blocks():
+            pred = labels(self.suppressed_block(rows, cols), self.prob_thd)[0]
+            result[rows[0] : rows[1], cols[0] : cols[1]] = pred.cpu().numpy()
+        return result
+
+    def scores(self) -> np.ndarray:
+        """C×H×W float32 post-processed class scores: C × H × W × 4 bytes (allocated whole)."""
+        result = np.empty((self.num_classes, *self.size), dtype=np.float32)
+        for rows, cols in self.blocks():
+            scores = self.suppressed_block(rows, cols)
+            if self.renormalise:
+                scores = renormalise(scores)
+            result[:, rows[0] : rows[1], cols[0] : cols[1]] = scores.cpu().numpy()
+        return result
