@@ -70,9 +70,11 @@ else
     CONFIG_ROOT=${CONFIG_ROOT:-./configs/$METHOD}
     WORK_DIR=${WORK_DIR:-./work_dirs/$METHOD/$TAG}
 fi
-if [ ! -d "$CONFIG_ROOT" ]; then
-    methods=$(cd "$HERE/configs" && for folder in */; do [ -e "$folder/cfg_voc21.py" ] && printf ' %s' "${folder%/}"; done)
-    echo "error: METHOD=$METHOD has no configs ($CONFIG_ROOT is not a folder); use one of: scclip$methods" >&2
+if [ ! -d "$CONFIG_ROOT" ] || [ "$METHOD" = backbones ]; then
+    # configs/backbones holds SC-CLIP with other backbones (BACKBONE=...), not a method
+    methods=$(cd "$HERE/configs" && for folder in */; do
+                  [ -e "$folder/cfg_voc21.py" ] && [ "$folder" != backbones/ ] && printf ' %s' "${folder%/}"; done)
+    echo "error: METHOD=$METHOD has no configs ($CONFIG_ROOT is not a method's folder); use one of: scclip$methods" >&2
     exit 2
 fi
 for dataset in $DATASETS; do
