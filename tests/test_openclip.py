@@ -373,3 +373,30 @@ def test_demo_runs_an_open_clip_file_with_clip_arch(open_clip_models, tmp_path):
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert out.is_file()
+
+
+def test_a_tag_from_the_hub_cache_runs_through_segmenter_with_the_text_cache(open_clip_models, offline, tmp_path,
+                                                                             monkeypatch):
+    """The whole tag path offline: registry entry → Hugging Face cache → LFS ETag check → Segmenter."""
+    import hashlib
+
+    from scclip import Segmenter
+
+    from safetensors.torch import save
+
+    open_clip_model = open_clip_models[QUICKGELU_NAME][0]
+    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, QUICKGELU_NAME, {
+        "tiny": dict(hf_hub="scclip-test/tiny/", quick_gelu=True, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+    })
+    content = save({key: value.contiguous() for key, value in open_clip_model.state_dict().items()})
+    fake_hub_cache(tmp_path, "scclip-test/tiny", "open_clip_model.safetensors", content,
+                   hashlib.sha256(content).hexdigest())
+    segmenter = Segmenter(f"{QUICKGELU_NAME}:tiny", classes=["sky", "person"], device="cpu", slide=False,
+                          download_root=tmp_path)
+    assert segmenter.segmentor.clip_arch == QUICKGELU_NAME
+    model = segmenter.segmentor.encoder.visual
+    assert torch.equal(model.conv1.weight, open_clip_model.visual.conv1.weight)
+    result = segmenter(torch.rand(40, 50, 3).numpy())
+    assert result.labels.shape == (40, 50)
+    _, preprocess = load("tiny", device="cpu", download_root=tmp_path, arch=QUICKGELU_NAME)
+    assert preprocess.transforms[-1].mean == (0.5, 0.5, 0.5)  # the tag's normalisation
