@@ -3,17 +3,23 @@
     python demo.py                                     # the bundled sample photo, ViT-B/16
     python demo.py --image cat.jpg --classes "cat,sofa,wall"
     python demo.py --image photos/ --vocab configs/cls_voc21.txt --save-mask
+    python demo.py --image cat.jpg --classes "cat,sofa,wall" --method clearclip
+    python demo.py --image cat.jpg --classes "cat,sofa,wall" --ablate anomaly_resolution,multi_level_fusion
 
 Writes image | prediction | overlay with a legend to outputs/<image name>_scclip.png and prints
-where. Problems with the input are reported in one line, starting with "error:".
+where. Problems with the input are reported in one line, starting with "error:". Outputs never
+replace an input, and the demo's own outputs in a folder are not segmented again.
 """
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 DEFAULT_OUT_DIR = Path("outputs")
 PICTURE_SUFFIX = "_scclip.png"
 MASK_SUFFIX = "_mask.png"
+# Files this demo writes; in a folder of inputs they are skipped (and listed as skipped).
+OWN_SUFFIXES = (PICTURE_SUFFIX, MASK_SUFFIX)
 EXAMPLE_CLASSES = "--classes 'cat,sofa,wall'"
 
 
@@ -29,7 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vocab", type=Path,
                         help="vocabulary file: one class per line, synonyms after ', ' (as configs/cls_*.txt)")
     parser.add_argument("--backbone", default="ViT-B/16",
-                        help="CLIP name (ViT-B/16, ViT-L/14, ...) or checkpoint file (default: ViT-B/16)")
+                        help="CLIP name (ViT-B/16, ViT-L/14, ...), checkpoint file, or open_clip's model:pretrained "
+                             "pair (ViT-B-16:laion2b_s34b_b88k, ViT-L-14-quickgelu:metaclip_fullcc) (default: ViT-B/16)")
+    parser.add_argument("--clip-arch",
+                        help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
+                             "pretrained tag given as --backbone")
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="where to run (default: cuda when available, else cpu)")
     parser.add_argument("--out", type=Path,
@@ -37,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pamr", action="store_true", help="refine the masks with PAMR")
     parser.add_argument("--prob-thd", type=float, default=0.0,
                         help="pixels whose best score is below this go to the first class (default: 0)")
+    parser.add_argument("--method", default="scclip",
+                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip")
+    parser.add_argument("--ablate",
+                        help="switch SC-CLIP components off, comma-separated: anomaly_resolution, "
+                             "attention_calibration, feature_aggregation, multi_level_fusion")
+    parser.add_argument("--recursive", action="store_true",
+                        help="with a folder as --image, also segment the images in its subfolders")
     parser.add_argument("--no-slide", action="store_true",
                         help="encode the whole image at once instead of 224-pixel sliding windows")
     parser.add_argument("--save-mask", action="store_true",
@@ -57,19 +74,63 @@ def names_a_file(out: Path | None) -> bool:
     return out is not None and bool(out.suffix) and not out.is_dir()
 
 
-def picture_path(image: Path, out: Path | None) -> Path:
-    """Where the picture of `image` goes: `out` itself when it names a file, else inside the folder `out`."""
-    return out if names_a_file(out) else (out or DEFAULT_OUT_DIR) / f"{image.stem}{PICTURE_SUFFIX}"
+def picture_path(image: Path, out: Path | None, name: str | None = None) -> Path:
+    """Where the picture of `image` goes: `out` itself when it names a file, else inside the folder
+    `out` as `name` (default `<image stem>_scclip.png`)."""
+    if names_a_file(out):
+        return out
+    return (out or DEFAULT_OUT_DIR) / (name or f"{image.stem}{PICTURE_SUFFIX}")
+
+
+def picture_names(images: list[Path], root: Path) -> list[str]:
+    """Picture names (relative to the output folder) for the images of a folder, all distinct.
+
+    Subfolders are kept (`sub/shot_scclip.png`); images whose names differ only in their
+    extension keep it (`shot_jpg_scclip.png`, `shot_png_scclip.png`), so no picture replaces another.
+    """
+    relative = [image.relative_to(root) for image in images]
+    stems = Counter(str(path.with_suffix("")).casefold() for path in relative)
+    names = []
+    for path in relative:
+        stem = path.with_suffix("")
+        if stems[str(stem).casefold()] > 1:
+            stem = stem.with_name(f"{stem.name}_{path.suffix.lstrip('.').lower()}")
+        names.append(str(stem) + PICTURE_SUFFIX)
+    return names
+
+
+def written_paths(picture: Path, save_mask: bool) -> list[Path]:
+    """Every file written for one image: the picture, and with --save-mask the mask PNG and JSON."""
+    if not save_mask:
+        return [picture]
+    mask = picture.with_name(picture.stem + MASK_SUFFIX)
+    return [picture, mask, mask.with_suffix(".json")]
+
+
+def ablated_switches(text: str | None, method: str) -> dict[str, bool]:
+    """--ablate 'a,b' → {'a': False, 'b': False}, each an SC-CLIP switch name."""
+    from scclip.errors import InputError
+    from scclip.methods import SWITCHES
+
+    if not text:
+        return {}
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SWITCHES]
+    if unknown:
+        raise InputError(f"--ablate {unknown[0]!r} is not a switch of SC-CLIP: choose from {', '.join(SWITCHES)}")
+    if method != "scclip":
+        raise InputError(f"--ablate switches off parts of SC-CLIP, but --method is {method!r}: use --method scclip")
+    return dict.fromkeys(names, False)
 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here, after parsing, so that --help and usage errors answer at once.
-    from PIL import Image
     from tqdm import tqdm
 
     from scclip.api import SAMPLE_CLASSES, SAMPLE_IMAGE, Segmenter, parse_classes, vocabulary_lines
     from scclip.errors import ImageError, InputError, ScclipError, VocabularyError
-    from scclip.imageio import list_images, read_image
+    from scclip.imageio import read_image, scan_folder, writable_suffixes
+    from scclip.methods import available_methods
 
     # Everything cheap is checked before the model loads.
     classes = args.classes
@@ -82,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
     elif args.vocab is None and not parse_classes(args.classes):
         raise VocabularyError(f"--classes {args.classes!r} holds no class name: give names, e.g. {EXAMPLE_CLASSES}")
     lines = vocabulary_lines(classes, args.vocab)
+    if not 0 <= args.prob_thd <= 1:
+        raise InputError(f"--prob-thd {args.prob_thd:g} must lie in [0, 1]: it is compared with class probabilities")
+    if args.method not in available_methods():
+        raise InputError(f"--method {args.method!r} is not a method: choose from {', '.join(available_methods())}")
+    switches = ablated_switches(args.ablate, args.method)
 
     image_path = args.image or SAMPLE_IMAGE
     if image_path.is_dir():
@@ -89,23 +155,38 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--out {args.out} names a file, but --image {image_path} is a folder: give --out a folder"
             )
-        images = list_images(image_path)
+        images, skipped = scan_folder(image_path, args.recursive)
+        own = [image for image in images if image.name.lower().endswith(OWN_SUFFIXES)]
+        images = [image for image in images if image not in own]
+        skipped += [(path, f"an output of demo.py (*{PICTURE_SUFFIX}, *{MASK_SUFFIX})") for path in own]
+        for path, reason in sorted(skipped):
+            hint = ": add --recursive to include it" if "subfolder" in reason else ""
+            print(f"skipped {path}: {reason}{hint}", file=sys.stderr)
+        if not images:
+            raise ImageError(f"no image to segment in folder {image_path} (skipped files listed above): "
+                             "pass a folder with JPEG, PNG, WebP or BMP images")
+        targets = [picture_path(image, args.out, name) for image, name in zip(images, picture_names(images, image_path))]
         sources = list(images)
     else:
         images = [image_path]
+        targets = [picture_path(image_path, args.out)]
         sources = [read_image(image_path)]
-    if names_a_file(args.out):
-        writable = {suffix for suffix, format in Image.registered_extensions().items() if format in Image.SAVE}
-        if args.out.suffix.lower() not in writable:
-            raise InputError(
-                f"--out {args.out}: cannot write '{args.out.suffix}' pictures: use a .png or .jpg name, or a folder"
-            )
+    if names_a_file(args.out) and args.out.suffix.lower() not in writable_suffixes():
+        raise InputError(
+            f"--out {args.out}: cannot write '{args.out.suffix}' pictures: use a .png or .jpg name, or a folder"
+        )
+    inputs = {image.resolve() for image in images}
+    for target in targets:
+        for path in written_paths(target, args.save_mask):
+            if path.resolve() in inputs:
+                raise InputError(f"--out {args.out} would overwrite the input image {path}: choose another --out")
 
     segmenter = Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr,
-                          prob_thd=args.prob_thd, slide=not args.no_slide)
-    failures = 0
-    progress = tqdm(list(zip(images, sources)), unit="image", disable=len(images) == 1)
-    for image, source in progress:
+                          prob_thd=args.prob_thd, slide=not args.no_slide, clip_arch=args.clip_arch,
+                          method=args.method, **switches)
+    failures = written = 0
+    progress = tqdm(list(zip(images, sources, targets)), unit="image", disable=len(images) == 1)
+    for image, source, target in progress:
         try:
             result = segmenter(source)
         except (ImageError, InputError) as error:
@@ -115,14 +196,14 @@ def run(args: argparse.Namespace) -> int:
             message = str(error) if str(image) in str(error) else f"{image}: {error}"
             progress.write(f"error: skipped {message}", file=sys.stderr)
             continue
-        target = picture_path(image, args.out)
-        written = [result.save(target)]
+        paths = [result.save(target)]
         if args.save_mask:
-            written += result.save_mask(target.with_name(target.stem + MASK_SUFFIX))
+            paths += result.save_mask(target.with_name(target.stem + MASK_SUFFIX))
+        written += 1
         if len(images) == 1:
-            print("\n".join(str(path) for path in written))
-    if len(images) > 1:
-        print(f"wrote {len(images) - failures} pictures to {picture_path(images[0], args.out).parent}")
+            print("\n".join(str(path) for path in paths))
+    if image_path.is_dir():
+        print(f"wrote {written} picture{'s' * (written != 1)} to {args.out or DEFAULT_OUT_DIR}")
     if failures:
         raise ScclipError(f"{failures} of {len(images)} images could not be segmented (see above): fix or remove them")
     return 0

@@ -98,6 +98,51 @@ def test_folder_of_images(capsys, tmp_path, tiny_checkpoint_path):
     assert "wrote 2 pictures" in stdout
 
 
+def test_output_never_replaces_the_input(capsys, tmp_path, chelsea, tiny_checkpoint_path):
+    before = chelsea.read_bytes()
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
+                               tiny_checkpoint_path, "--out", chelsea)
+    assert_one_clean_line(code, stderr, f"would overwrite the input image {chelsea}", "another --out")
+    assert chelsea.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_folder_names_stay_distinct_and_outputs_are_not_read_back(capsys, tmp_path, tiny_checkpoint_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(sample_data.chelsea()[:100, :150]).save(folder / "shot.jpg")
+    Image.fromarray(sample_data.astronaut()[:120, :90]).save(folder / "shot.png")
+    Image.fromarray(sample_data.coffee()[:90, :120]).save(folder / "sub" / "inner.png")
+    (folder / "notes.txt").write_text("not a picture")
+    common = ["--image", folder, "--vocab", REPO_ROOT / "configs" / "cls_voc21.txt", "--backbone",
+              tiny_checkpoint_path, "--out", folder]
+
+    code, stdout, stderr = run_demo(capsys, *common)
+    assert code == 0, stderr
+    assert "wrote 2 pictures" in stdout
+    assert sorted(p.name for p in folder.glob("*_scclip.png")) == ["shot_jpg_scclip.png", "shot_png_scclip.png"]
+    assert f"skipped {folder / 'notes.txt'}: not an image suffix" in stderr
+    assert f"skipped {folder / 'sub'}: a subfolder (not searched without recursion): add --recursive" in stderr
+
+    # Again, into the same folder, with subfolders and masks: the pictures just written are not inputs.
+    code, stdout, stderr = run_demo(capsys, *common, "--recursive", "--save-mask")
+    assert code == 0, stderr
+    assert "wrote 3 pictures" in stdout
+    assert f"skipped {folder / 'shot_jpg_scclip.png'}: an output of demo.py" in stderr
+    assert not list(folder.rglob("*_scclip_scclip*"))
+    summary = json.loads((folder / "sub" / "inner_scclip_mask.json").read_text())
+    assert summary["classes"][:2] == ["background", "aeroplane"]  # VOC's names, not the first synonym 'sky'
+
+
+def test_methods_and_ablations(capsys, tmp_path, chelsea, tiny_checkpoint_path):
+    for extra in (["--method", "clearclip"], ["--ablate", "anomaly_resolution,multi_level_fusion"]):
+        out = tmp_path / f"{extra[1]}.png"
+        code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
+                                   tiny_checkpoint_path, "--out", out, *extra)
+        assert code == 0, stderr
+        assert Image.open(out).size[0] == 3 * 512 + 4 * 8
+
+
 def test_jpeg_output_and_options(capsys, tmp_path, chelsea, tiny_checkpoint_path):
     out = tmp_path / "cat.jpg"
     code, stdout, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
@@ -131,6 +176,14 @@ BAD_INPUTS = {
     "resnet backbone": (["--image", "{photo}", "--classes", "a", "--backbone", "RN50"], ["RN50", "ViT"]),
     "unknown output format": (["--image", "{photo}", "--classes", "a", "--backbone", "{ckpt}", "--out", "{out}.xyz"],
                               [".xyz", ".png"]),
+    "other separator": (["--image", "{photo}", "--classes", "cat;dog"], ["'cat;dog' give a single class", "'cat,dog'"]),
+    "repeated class": (["--image", "{photo}", "--classes", "Cat,sofa,cat"], ["class 3 repeats class 1"]),
+    "probability above 1": (["--image", "{photo}", "--classes", "a,b", "--prob-thd", "5"], ["--prob-thd 5", "[0, 1]"]),
+    "unknown method": (["--image", "{photo}", "--classes", "a,b", "--method", "segclip"], ["'segclip'", "clearclip"]),
+    "unknown switch": (["--image", "{photo}", "--classes", "a,b", "--ablate", "calibration"],
+                       ["'calibration'", "attention_calibration, feature_aggregation"]),
+    "switch of another method": (["--image", "{photo}", "--classes", "a,b", "--method", "sclip", "--ablate",
+                                  "multi_level_fusion"], ["--method is 'sclip'", "--method scclip"]),
 }
 
 
