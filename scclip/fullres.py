@@ -134,7 +134,7 @@ class FullSizePrediction:
             for _ in range(self.pamr_steps):
                 step = torch.zeros_like(scores)
                 for index, shifted in enumerate(neighbours(scores, self.pamr_dilations)):
-                    step += affinity[:, index : index + 1] * shifted
+                    step.addcmul_(affinity[:, index : index + 1], shifted)  # as scclip.pamr.pamr does
                 scores = step
             refined.append(scores[0][:, inside[0], inside[1]])
         return torch.cat(refined)
