@@ -5,7 +5,7 @@ from PIL import Image
 
 from scclip.errors import ImageError, InputError
 from scclip.fileio import write_atomically
-from scclip.imageio import array_to_rgb, list_images, read_image
+from scclip.imageio import array_to_rgb, list_images, read_image, scan_folder
 
 EXIF_ORIENTATION = 0x0112
 
@@ -186,6 +186,19 @@ def test_list_images(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageError, match="no image files"):
         list_images(tmp_path / "empty")
+
+
+def test_scan_folder_names_what_it_leaves_out(tmp_path):
+    for name in ("b.PNG", "a.jpg", "notes.txt", ".hidden.png", "sub/c.webp", "sub/deeper/d.bmp"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    images, skipped = scan_folder(tmp_path)
+    assert [p.name for p in images] == ["a.jpg", "b.PNG"]
+    assert [(p.name, reason.split(" (")[0]) for p, reason in skipped] == [
+        (".hidden.png", "a hidden file"), ("notes.txt", "not an image suffix"), ("sub", "a subfolder")]
+    images, skipped = scan_folder(tmp_path, recursive=True)
+    assert [p.relative_to(tmp_path).as_posix() for p in images] == ["a.jpg", "b.PNG", "sub/c.webp", "sub/deeper/d.bmp"]
+    assert [p.name for p, _ in skipped] == [".hidden.png", "notes.txt"]
 
 
 def test_write_atomically(tmp_path):

@@ -28,11 +28,17 @@ def test_vocabulary_file_with_crlf_and_trailing_newlines(tmp_path):
         (["cat", "", "dog"], "line 2 is blank"),
         (["cat, , dog"], "line 1 .* has an empty name"),
         (["cat", "dog", "cat"], "line 3 repeats line 1"),
+        (["Cat, kitten", "dog", "cat, KITTEN"], "line 3 repeats line 1"),  # CLIP's tokenizer lower-cases
     ],
 )
 def test_malformed_vocabularies_are_refused(lines, message):
     with pytest.raises(VocabularyError, match=message):
         Vocabulary.from_lines(lines, source="test vocabulary")
+
+
+def test_errors_speak_of_classes_on_a_command_line():
+    with pytest.raises(VocabularyError, match=r"--classes, class 2 repeats class 1 \('cat'\)"):
+        Vocabulary.from_lines(["Cat", "cat"], source="--classes", unit="class")
 
 
 def test_unreadable_vocabulary_file(tmp_path):
