@@ -28,7 +28,7 @@ import time
 import traceback
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,11 @@ from typing import Any
 from PIL import Image
 
 from .api import SAMPLE_CLASSES, SAMPLE_IMAGE, SegmentationResult, Segmenter, parse_classes, vocabulary_lines
+from .clip import load
+from .clip.openclip import split_backbone
 from .errors import ImageError, InputError, ScclipError
+from .imageio import read_image
+from .methods import available_methods
 
 INSTALL_HINT = 'pip install -e ".[web]"'
 GRADIO_MAJOR = 6
@@ -139,7 +143,7 @@ class SegmenterPool:
     Args:
         backbone: a public CLIP name or a checkpoint file, as for `Segmenter`.
         device: 'cpu', 'cuda' or None (CUDA when available).
-        method: the method used when a request names none (None: `Segmenter`'s default).
+        method: the method used when a request names none (None: `Segmenter`'s default, scclip).
         slide: sliding-window inference (False: whole image at once).
         capacity: how many segmenters to keep.
         **options: further `Segmenter` options (e.g. clip_arch, download_root, logit_scale).
@@ -154,18 +158,16 @@ class SegmenterPool:
         capacity: int = 8,
         **options: Any,
     ) -> None:
-        from .clip import load
-
-        load_options = {key: options[key] for key in ("download_root",) if options.get(key) is not None}
-        if options.get("clip_arch") is not None:
-            load_options["arch"] = options["clip_arch"]
+        backbone, clip_arch = split_backbone(backbone, options.pop("clip_arch", None))
+        if clip_arch is not None:
+            options["clip_arch"] = clip_arch
         self.backbone = backbone
         self.device = device
         self.method = method
         self.slide = slide
         self.options = options
         self.capacity = capacity
-        self.clip_model, _ = load(backbone, device=device, **load_options)
+        self.clip_model, _ = load(backbone, device=device, download_root=options.get("download_root"), arch=clip_arch)
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
         self._lock = threading.Lock()
         self.builds = 0  # segmenters built so far (a repeated request builds none)
@@ -327,8 +329,6 @@ class WebDemo:
             check_image_size(path, name, self.limits.max_side)
             progress(0.1, desc="reading the image")
             try:
-                from .imageio import read_image
-
                 rgb = read_image(path)
             except ImageError as error:
                 raise ImageError(str(error).replace(str(path), name)) from None
@@ -406,7 +406,7 @@ class WebDemo:
                                        interactive=False, elem_id="picture")
                     opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="overlay opacity",
                                         elem_id="opacity")
-                    shares = gr.Label(label="share of the pixels", elem_id="shares")
+                    shares = gr.Label(label="share of the pixels", show_heading=False, elem_id="shares")
                     files = gr.File(label="label map (PNG, pixel value = class index) and its JSON",
                                     file_count="multiple", interactive=False, elem_id="files")
             kept = gr.State(None)
@@ -451,7 +451,6 @@ def serve(
     prob_thd: float = 0.0,
     slide: bool = True,
     limits: Limits = Limits(),
-    ready: Callable[[str], None] | None = None,
     **options: Any,
 ) -> None:
     """Load the model, serve the page at host:port until interrupted (Ctrl+C or SIGTERM), then clean up."""
@@ -463,7 +462,10 @@ def serve(
     pool = SegmenterPool(backbone, device=device, method=method, slide=slide, **options)
     pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)
-    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() else None
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {}
+    if on_main_thread:
+        signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl+C
     try:
         try:
             url = demo.launch(host, port)
@@ -471,29 +473,19 @@ def serve(
             raise InputError(f"cannot serve on {host}:{port} ({error}): pick another --port or --host") from None
         print(f"scclip web demo: {url} (ready in {time.perf_counter() - started:.1f} s; Ctrl+C stops it)", flush=True)
         print(f"uploads and results: {demo.temp_root} (removed on exit)", flush=True)
-        if ready is not None:
-            ready(url)
         while demo.blocks.is_running:
             time.sleep(0.2)
     except KeyboardInterrupt:
         print("stopping the web demo", flush=True)
     finally:
-        if previous is not None:  # a second Ctrl+C must not cut the clean-up short
+        if on_main_thread:  # a second Ctrl+C must not cut the clean-up short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         demo.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
-
-def available_methods() -> list[str]:
-    """The methods a request may pick, when the installed segmentor offers several (else empty)."""
-    try:
-        return list(importlib.import_module("scclip.methods").available_methods())
-    except (ImportError, AttributeError):
-        return []
 
