@@ -211,13 +211,15 @@ def run(args: argparse.Namespace) -> int:
 
 def run_web(args: argparse.Namespace) -> int:
     """Serve the web demo (scclip/web.py) until interrupted."""
+    from scclip.errors import InputError
     from scclip.web import Limits, require_gradio, serve
 
     require_gradio()  # before the model loads: without Gradio, say what to install
+    if args.ablate:
+        raise InputError("--ablate is not offered by the web demo (its page picks the method): drop it, or use the CLI")
     limits = Limits(max_side=args.max_side, max_classes=args.max_classes, max_file_mb=args.max_file_mb)
-    options = {name: getattr(args, name) for name in ("method", "clip_arch") if getattr(args, name, None) is not None}
-    serve(args.backbone, host=args.host, port=args.port, device=args.device, pamr=args.pamr, prob_thd=args.prob_thd,
-          slide=not args.no_slide, limits=limits, **options)
+    serve(args.backbone, host=args.host, port=args.port, device=args.device, method=args.method, pamr=args.pamr,
+          prob_thd=args.prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch)
     return 0
 
 
