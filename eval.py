@@ -1,16 +1,27 @@
-"""Evaluate SC-CLIP on a benchmark (mIoU), on one or several GPUs or on the CPU.
+"""Evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
 
     python eval.py --config configs/cfg_voc21.py [--work-dir work_dirs] [--show-dir vis]
+    python eval.py --config configs/cfg_voc21.py --resume        # continue an interrupted run
+    python eval.py --config configs/cfg_voc21.py --check-data    # read every file of the split first
     torchrun --nproc_per_node=N eval.py --config ... --launcher pytorch
-    python eval.py --summary work_dirs          # markdown table of finished runs vs. the paper
+    python eval.py --summary work_dirs          # markdown table of finished runs vs. the published numbers
 
-Each run writes `<work-dir>/<config name>/metrics.json`; mmseg's IoUMetric logs the per-class table.
+A run's folder is `<work-dir>/<config name>-<hash of what determines its predictions>`: the same
+command finds it again, other settings get another one. Each image's contribution to the metric
+is stored as soon as it is evaluated, so Ctrl-C, SIGTERM or a bad file lose nothing; the metrics
+(`metrics.json`) are computed from all stored images once the split is complete.
 """
 import argparse
+import difflib
+import inspect
 import json
+import logging
 import os
+import re
+import shlex
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mmcv
@@ -18,36 +29,37 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from mmengine.dist import get_dist_info, is_main_process
+from mmengine.dist import barrier, get_dist_info, is_main_process
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
 
+import scclip
+from scclip.clip.pretrained import MODEL_URLS, expected_sha256
 from scclip.datasets import check_dataset
 from scclip.errors import InputError, ScclipError
+from scclip.evaluation.data import available_cores, check_data, list_split, with_checked_loaders
+from scclip.evaluation.interrupts import Interrupted, StopRequest, stop_on_signals
+from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
+from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
+from scclip.evaluation.summary import L14_SUFFIX, benchmark_of, published_numbers, summary_table
 from scclip.fileio import write_atomically
 from scclip.visualize import overlay
 
-# Benchmarks in the paper's order, and its published mIoU (SPEC §4; L/14 lacks three per-dataset numbers).
-BENCHMARKS = {
-    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
-    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "city_scapes": "Cityscapes", "ade20k": "ADE20K",
-}
-PAPER_MIOU = {
-    "ViT-B/16": dict(voc21=64.6, context60=36.8, coco_object=37.7, voc20=84.3, context59=40.1,
-                     coco_stuff164k=26.6, city_scapes=41.0, ade20k=20.1, mean=43.9),
-    "ViT-L/14": dict(voc21=65.0, context60=36.9, coco_stuff164k=26.9, city_scapes=41.3, ade20k=21.7, mean=45.2),
-}
-L14_SUFFIX = "_vitl14"
-METRICS_FILE = "metrics.json"
+METRICS_SCHEMA = 1
+MAX_PROBLEMS_SHOWN = 20
+# Model options that are not maths settings (the method's own settings come from scclip.methods).
+MODEL_OPTIONS = ("type", "clip_path", "name_path", "device", "method", "clip_arch", "vocabulary", "precision",
+                 "crop_batch_size", "text_batch_size", "download_root", "text_cache", "clip_model", "compile",
+                 "data_preprocessor", "init_cfg")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Evaluate SC-CLIP on a benchmark config (mIoU).")
+    parser = argparse.ArgumentParser(description="Evaluate a benchmark config (mIoU); resumable.")
     parser.add_argument("--config", help="benchmark config, e.g. configs/cfg_voc21.py")
     parser.add_argument("--work-dir", "--workdir", dest="work_dir", default="./work_dirs",
-                        help="results go to WORK_DIR/<config name>/ (logs and metrics.json)")
-    parser.add_argument("--show-dir", help="save input | prediction | ground truth pictures here")
+                        help="runs go to WORK_DIR/<config name>-<settings hash>/ (log, metrics.json, stored results)")
+    parser.add_argument("--show-dir", help="save input | prediction | ground truth pictures under SHOW_DIR/<run>/")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when a GPU is visible, else cpu")
     parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
@@ -55,12 +67,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config entries, e.g. model.clip_path=FILE "
                              "test_dataloader.dataset.data_root=DIR")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted run of this command: evaluate only the images not stored yet")
+    parser.add_argument("--force", action="store_true",
+                        help="start this command's run over, discarding its stored results and metrics")
+    parser.add_argument("--check-data", action="store_true",
+                        help="read every image and label map of the split, report each problem, and exit")
     parser.add_argument("--summary", metavar="WORK_DIR",
                         help="print the markdown table of the finished runs under WORK_DIR and exit")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.summary is None and args.config is None:
         parser.error("give --config (to evaluate) or --summary WORK_DIR (to tabulate finished runs)")
+    if args.resume and args.force:
+        parser.error("--resume continues a run and --force starts it over: give one of them")
     return args
 
 
@@ -91,17 +111,113 @@ def init_distributed(launcher: str, device: str) -> None:
     dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
 
 
+def read_config(path: str) -> Config:
+    """The config file, or one line naming the configs that exist."""
+    config = Path(path)
+    if not config.is_file():
+        folder = config.parent if config.parent.is_dir() else Path("configs")
+        names = sorted(str(found) for found in folder.glob("**/cfg_*.py"))
+        close = difflib.get_close_matches(str(config), names, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        listing = ", ".join(Path(name).stem for name in names if Path(name).parent == folder) or "none"
+        raise InputError(f"config {path} not found; {hint}configs in {folder}/: {listing}")
+    return Config.fromfile(str(config))
+
+
+def valid_model_settings(method: str) -> list[str] | None:
+    """Every name a config's model dict may set for `method`, or None when they cannot be known here."""
+    names = [name for name, parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.items()
+             if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)]
+    takes_more = any(parameter.kind == parameter.VAR_KEYWORD
+                     for parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.values())
+    if takes_more:
+        try:
+            from scclip.methods import settings_for
+        except ImportError:
+            return None
+        names += settings_for(method)
+    return sorted({*names, *MODEL_OPTIONS})
+
+
+def check_model_settings(model: dict) -> None:
+    """One line for a model setting that does not exist (with the closest valid name), before anything runs."""
+    method = model.get("method", DEFAULT_METHOD)
+    try:
+        from scclip.methods import get_method
+    except ImportError:
+        get_method = None
+    if get_method is not None:
+        get_method(method)  # an unknown method: one line listing the methods
+    valid = valid_model_settings(method)
+    if valid is None:
+        return
+    for name in model:
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            hint = f"did you mean model.{close[0]}? " if close else ""
+            raise InputError(f"model.{name} is not a setting of method {method!r}: {hint}"
+                             f"valid settings: {', '.join(valid)}")
+
+
+def dataloader_workers(requested: int, overridden: bool) -> int:
+    """The configured workers, but no more than this process's share of the available cores."""
+    if overridden:
+        return requested
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return min(requested, max(1, available_cores() // processes))
+
+
 def load_config(args: argparse.Namespace, device: str) -> Config:
-    """The config with the command line applied: overrides, work dir, device, launcher."""
-    cfg = Config.fromfile(args.config)
+    """The config with the command line applied: overrides, device, launcher, loader settings."""
+    cfg = read_config(args.config)
     cfg.merge_from_dict(args.cfg_options)
+    check_model_settings(dict(cfg.model))
     cfg.launcher = args.launcher
-    cfg.work_dir = str(Path(args.work_dir) / Path(args.config).stem)
     cfg.model.device = device
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl" if device == "cuda" else "gloo"
+    loader = cfg.test_dataloader
+    loader.num_workers = dataloader_workers(loader.get("num_workers", 0),
+                                            "test_dataloader.num_workers" in args.cfg_options)
+    if loader.num_workers == 0:
+        loader.persistent_workers = False
+        loader.pop("prefetch_factor", None)
+    if isinstance(cfg.get("test_evaluator"), dict):
+        cfg.test_evaluator.setdefault("prefix", "test")  # only provides the dataset's metainfo here
     if device == "cpu":
         cfg.env_cfg.cudnn_benchmark = False
+        loader.pin_memory = False
     return cfg
+
+
+def declared_backbone(config_path: str) -> str:
+    """The backbone a config is made for (its own clip_path when that is a public name)."""
+    clip_path = str(Config.fromfile(config_path).model.get("clip_path", ""))
+    if clip_path in MODEL_URLS:
+        return clip_path
+    return "ViT-L/14" if Path(config_path).stem.endswith(L14_SUFFIX) else "ViT-B/16"
+
+
+def published_key(config_path: str, method: str) -> str:
+    """The key of the published numbers for this config: its configs/ folder name where that is one."""
+    folder = Path(config_path).resolve().parent.name
+    try:
+        from scclip.published import published_methods
+        if folder in published_methods():
+            return folder
+    except ImportError:
+        pass
+    return method
+
+
+class QuietRunner(Runner):
+    """mmengine's Runner with a short console: the environment, the config and INFO logs go to the log file only."""
+
+    def build_logger(self, log_level="INFO", log_file=None, **kwargs):
+        logger = super().build_logger(log_level=log_level, log_file=log_file, **kwargs)
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                handler.setLevel(logging.WARNING)
+        return logger
 
 
 class ProgressBarHook(Hook):
@@ -128,7 +244,7 @@ class ComparisonHook(Hook):
 
     priority = "LOW"
 
-    def __init__(self, show_dir: str) -> None:
+    def __init__(self, show_dir: str | Path) -> None:
         self.show_dir = Path(show_dir)
 
     def before_test(self, runner) -> None:
@@ -142,86 +258,193 @@ class ComparisonHook(Hook):
             if "gt_sem_seg" in sample:
                 panels.append(overlay(image, sample.gt_sem_seg.data[0].cpu().numpy(), self.palette))
             picture = np.concatenate(panels, axis=1)
-            mmcv.imwrite(mmcv.rgb2bgr(picture), str(self.show_dir / f"{Path(sample.img_path).stem}.png"))
+            path = self.show_dir / f"{Path(sample.img_path).stem}.png"
+            write_atomically(path, lambda temp: mmcv.imwrite(mmcv.rgb2bgr(picture), str(temp)))
 
 
-def evaluate(args: argparse.Namespace) -> dict:
-    """Run one benchmark config; returns its metrics (on every rank)."""
+def resume_command(argv: list[str]) -> str:
+    """The command that continues this run (torchrun with the same process count where it was used)."""
+    arguments = [argument for argument in argv if argument not in ("--force", "--resume")] + ["--resume"]
+    world_size = get_dist_info()[1]
+    if world_size > 1 or "--launcher" in argv:
+        start = ["torchrun", f"--nproc_per_node={world_size}", "eval.py"]
+    else:
+        start = ["python", "eval.py"]
+    return shlex.join([*start, *arguments])
+
+
+def precision_of(cfg: Config, device: str) -> str:
+    precision = cfg.model.get("precision", "auto")
+    if precision == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return precision
+
+
+def refuse_mismatched_resume(args: argparse.Namespace, stem: str, identity: dict) -> None:
+    """`--resume` without a stored run of these settings: refuse when the work dir holds one with other settings."""
+    others = [run for run in runs_of_config(args.work_dir, stem) if not run.finished]
+    if not others:
+        return
+    other = others[-1]
+    changed = differences(other.read_description()["identity"], identity)
+    shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+    raise InputError(f"nothing to resume for these settings: the unfinished run {other.path} differs ({shown}); "
+                     "resume it with its own settings, or drop --resume to start a new run")
+
+
+def metrics_record(args, cfg, device, identity, run, result, resumed, seconds) -> dict:
+    """metrics.json: one schema for every run (see the README's 'Long runs')."""
+    stem = Path(args.config).stem
+    method = cfg.model.get("method", DEFAULT_METHOD)
+    backbone = declared_backbone(args.config)
+    checkpoint_sha256 = identity["model"]["clip_path"]
+    return dict(
+        schema=METRICS_SCHEMA,
+        config=args.config,
+        config_name=stem,
+        benchmark=benchmark_of(stem),
+        method=method,
+        published_as=published_key(args.config, method),
+        backbone=backbone,
+        overrides={key: value for key, value in args.cfg_options.items()},
+        checkpoint=str(cfg.model.clip_path),
+        checkpoint_sha256=checkpoint_sha256,
+        published_weights=checkpoint_sha256 == expected_sha256(MODEL_URLS[backbone]) if backbone in MODEL_URLS else False,
+        dataset=cfg.test_dataloader.dataset.type,
+        data_root=identity["dataset"]["data_root"],
+        num_images=identity["num_images"],
+        evaluated=identity["num_images"] - resumed,
+        resumed=resumed,
+        metrics=result["summary"],
+        per_class=result["per_class"],
+        run=run.path.name,
+        world_size=get_dist_info()[1],
+        device=device,
+        seconds=round(seconds, 1),
+        scclip_version=scclip.__version__,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def finish(args, cfg, device, identity, run, result, resumed, seconds) -> None:
+    """Write metrics.json and print the table and where things are (rank 0)."""
+    if not is_main_process():
+        return
+    record = metrics_record(args, cfg, device, identity, run, result, resumed, seconds)
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    write_atomically(run.metrics_path, lambda temp: temp.write_text(text, encoding="utf-8"))
+    print(format_table(result["per_class"], result["summary"]))
+    print(f"{record['config_name']}: mIoU {record['metrics']['mIoU']} on {record['num_images']} images "
+          f"({record['evaluated']} evaluated now, {record['resumed']} resumed); results in {run.metrics_path}")
+
+
+def check_data_command(cfg: Config) -> int:
+    """--check-data: every problem in the split, exit 1 if there is any."""
+    check_dataset(cfg.test_dataloader.dataset)
+    split = list_split(cfg.test_dataloader.dataset)
+    ignore_index = cfg.get("test_evaluator", {}).get("ignore_index", 255)
+    print(f"checking {len(split.image_paths)} images and label maps of {cfg.test_dataloader.dataset.type}")
+    problems = check_data(split, ignore_index)
+    for problem in problems[:MAX_PROBLEMS_SHOWN]:
+        print(problem)
+    if len(problems) > MAX_PROBLEMS_SHOWN:
+        print(f"... and {len(problems) - MAX_PROBLEMS_SHOWN} more problems")
+    if problems:
+        print(f"{len(problems)} problems in {len(split.image_paths)} images: fix or replace those files", file=sys.stderr)
+        return 1
+    print(f"all {len(split.image_paths)} images and label maps are readable and consistent")
+    return 0
+
+
+def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
+    """Run (or resume, or find finished) one benchmark config; returns the exit status."""
     device = choose_device(args.device)
-    init_distributed(args.launcher, device)
     cfg = load_config(args, device)
-    num_images = check_dataset(cfg.test_dataloader.dataset)
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(ProgressBarHook())
-    if args.show_dir:
-        runner.register_hook(ComparisonHook(args.show_dir))
-    start = time.perf_counter()
-    metrics = runner.test()
-    seconds = time.perf_counter() - start
+    if args.check_data:
+        return check_data_command(cfg) if is_main_process() else 0
+    init_distributed(args.launcher, device)
+    stem = Path(args.config).stem
+    dataset_cfg = cfg.test_dataloader.dataset
+    check_dataset(dataset_cfg)
+    split = list_split(dataset_cfg)
+    identity = run_identity(cfg, split.relative_image_paths, precision_of(cfg, device))
+    run = RunFolder.for_identity(args.work_dir, stem, identity)
+
+    if run.finished and not args.force:
+        if is_main_process():
+            print(f"{stem}: this run is finished, its results are in {run.metrics_path} (--force runs it again)")
+        return 0
+    if run.has_results() and not (args.resume or args.force):
+        raise InputError(f"{run.path} holds an unfinished run of this command ({run.stored_count()} of "
+                         f"{len(split.image_paths)} images stored): add --resume to continue it or --force to start over")
+    if args.resume and not run.has_results():
+        refuse_mismatched_resume(args, stem, identity)
     if is_main_process():
-        path = Path(cfg.work_dir) / METRICS_FILE
-        record = dict(
-            config=Path(args.config).stem,
-            dataset=cfg.test_dataloader.dataset.type,
-            clip_path=str(cfg.model.clip_path),
-            num_images=num_images,
-            world_size=get_dist_info()[1],
-            device=device,
-            seconds=round(seconds, 1),
-            metrics={key: float(value) for key, value in metrics.items()},
-        )
-        write_atomically(path, lambda temp: temp.write_text(json.dumps(record, indent=2) + "\n"))
-        print(f"mIoU {metrics['mIoU']:.2f} on {num_images} images, written to {path}")
-    return metrics
+        if args.force:
+            run.clear()
+        run.prepare(identity, dict(config=args.config, overrides=args.cfg_options, command=shlex.join(argv)))
+    barrier()
+
+    stored = stored_results(run.results_dir, run.key, split.image_paths)
+    pending = [index for index in range(len(split.image_paths)) if index not in stored]
+    ignore_index = identity["ignore_index"]
+    if not pending:  # everything was stored before the last session ended: only the metrics are left
+        result = metrics_from_store(run.results_dir, run.key, split.image_paths, split.class_names)
+        finish(args, cfg, device, identity, run, result, len(stored), 0.0)
+        return 0
+    if is_main_process():
+        resumed = f", {len(stored)} already stored" if stored else ""
+        print(f"{stem}: evaluating {len(pending)} of {len(split.image_paths)} images{resumed} in {run.path}")
+
+    cfg.work_dir = str(run.path)
+    dataset_cfg.pipeline = with_checked_loaders(dataset_cfg.pipeline)
+    cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
+                        image_paths=split.image_paths, pending=pending, ignore_index=ignore_index)
+    start = time.perf_counter()
+    with stop_on_signals() as stop:
+        try:
+            runner = QuietRunner.from_cfg(cfg)
+            runner.register_hook(ProgressBarHook())
+            if args.show_dir:
+                runner.register_hook(ComparisonHook(Path(args.show_dir) / run.path.name))
+            metrics = runner.test()
+        except Exception as error:
+            if stop.signum is None:
+                raise
+            interrupted = error if isinstance(error, Interrupted) else Interrupted(stop.signum)
+            if is_main_process():
+                done = len(stored_results(run.results_dir, run.key, split.image_paths))
+                print(f"\ninterrupted: {done} of {len(split.image_paths)} images done, stored in {run.path}; "
+                      f"resume with: {resume_command(argv)}", file=sys.stderr, flush=True)
+            return interrupted.exit_code
+    per_class = metrics.pop("per_class")
+    finish(args, cfg, device, identity, run, dict(summary=metrics, per_class=per_class), len(stored),
+           time.perf_counter() - start)
+    return 0
 
 
-def split_config_name(name: str) -> tuple[str, str]:
-    """'cfg_voc21_vitl14' → ('voc21', 'ViT-L/14'); configs without the L/14 suffix are ViT-B/16."""
-    stem = name.removeprefix("cfg_")
-    if stem.endswith(L14_SUFFIX):
-        return stem.removesuffix(L14_SUFFIX), "ViT-L/14"
-    return stem, "ViT-B/16"
-
-
-def table_row(backbone: str, dataset: str, ours: float, paper: float | None) -> str:
-    if paper is None:
-        return f"| {backbone} | {dataset} | {ours:.2f} | — | — |"
-    return f"| {backbone} | {dataset} | {ours:.2f} | {paper:.1f} | {ours - paper:+.2f} |"
-
-
-def summary_table(work_dir: str | Path) -> str:
-    """A markdown table of every finished run under `work_dir`: our mIoU, the paper's, the difference."""
-    runs: dict[str, dict[str, float]] = {}
-    for path in sorted(Path(work_dir).rglob(METRICS_FILE)):
-        result = json.loads(path.read_text())
-        benchmark, backbone = split_config_name(result["config"])
-        runs.setdefault(backbone, {})[benchmark] = result["metrics"]["mIoU"]
-    if not runs:
-        raise InputError(f"no {METRICS_FILE} under {work_dir}: run eval.py or dist_test.sh with that work dir first")
-    order = list(BENCHMARKS)
-    lines = ["| backbone | dataset | mIoU (ours) | mIoU (paper) | diff |", "|---|---|---:|---:|---:|"]
-    for backbone in (backbone for backbone in PAPER_MIOU if backbone in runs):
-        results, paper = runs[backbone], PAPER_MIOU[backbone]
-        for benchmark in sorted(results, key=lambda key: order.index(key) if key in order else len(order)):
-            lines.append(table_row(backbone, BENCHMARKS.get(benchmark, benchmark), results[benchmark],
-                                   paper.get(benchmark)))
-        if set(BENCHMARKS) <= set(results):
-            mean = sum(results[key] for key in BENCHMARKS) / len(BENCHMARKS)
-            lines.append(table_row(backbone, "mean of 8", mean, paper.get("mean")))
-    return "\n".join(lines)
+def one_line(error: BaseException) -> str:
+    """An error's message in one line, also when it crossed a DataLoader worker or an mmengine registry."""
+    message = str(error).strip()
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) > 1:  # re-raised from a DataLoader worker: the original message ends the traceback text
+        message = re.sub(r"^[\w.]+Error: ", "", lines[-1])
+    return re.sub(r"^class `\w+` in [\w/.]+\.py: ", "", message)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     if args.summary is not None:
         print(summary_table(args.summary))
-    else:
-        evaluate(args)
-    return 0
+        return 0
+    return evaluate(args, argv)
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
     except ScclipError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"error: {one_line(error)}")
+    except KeyboardInterrupt:  # a second Ctrl-C: what was stored is kept
+        sys.exit("stopped at once; the images evaluated so far are stored: rerun with --resume")

@@ -102,10 +102,12 @@ def check_dataset(dataset_cfg: Mapping) -> int:
         metainfo=dict(classes=("all",)),
         serialize_data=False,
     )
+    if len(listing) == 0 and ann_file:
+        raise DatasetError(f"{name}: split file {ann_file} lists no images: put one image name per line in it")
     if len(listing) == 0:
         raise DatasetError(f"{name}: no images ending in {listing.img_suffix} in {img_dir}; {DATA_HELP}")
     for key, what in (("img_path", "images"), ("seg_map_path", "label maps")):
-        missing = [info[key] for info in listing.data_list if key in info and not osp.isfile(info[key])]
+        missing = [info[key] for info in listing.data_list if key in info and not osp.exists(info[key])]
         if missing:
             raise DatasetError(
                 f"{name}: {len(missing)} of {len(listing)} {what} missing, e.g. {missing[0]}; {DATA_HELP}")

@@ -21,6 +21,7 @@ from test_datasets import (
 )
 
 from scclip.errors import DatasetError, InputError
+from scclip.evaluation.summary import FULL_SPLIT, published_numbers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -142,10 +143,11 @@ def test_eval_miou_equals_an_independent_computation(tmp_path, tiny_checkpoint_p
     args = eval_args(benchmark, tiny_checkpoint_path, root, tmp_path / "work", "--show-dir", str(show_dir))
     assert eval_script.main(args) == 0
 
-    result = json.loads((tmp_path / "work" / f"cfg_{benchmark}" / "metrics.json").read_text())
-    assert result["config"] == f"cfg_{benchmark}" and result["num_images"] == 2
-    assert result["metrics"]["mIoU"] == pytest.approx(expected, abs=0.005 + 1e-9)  # IoUMetric rounds to 0.01
-    check_pictures(show_dir, root, benchmark)
+    (metrics_path,) = (tmp_path / "work").glob(f"cfg_{benchmark}-*/metrics.json")
+    result = json.loads(metrics_path.read_text())
+    assert result["config_name"] == f"cfg_{benchmark}" and result["num_images"] == 2
+    assert result["metrics"]["mIoU"] == pytest.approx(expected, abs=0.005 + 1e-9)  # rounded to 0.01
+    check_pictures(show_dir / metrics_path.parent.name, root, benchmark)  # one picture folder per run
 
 
 def test_missing_data_names_the_expected_path(tmp_path, tiny_checkpoint_path):
@@ -190,13 +192,20 @@ def test_pytorch_launcher_outside_torchrun_says_how_to_start_it(monkeypatch):
         eval_script.init_distributed("pytorch", "cpu")
 
 
-def write_run(work_dir: Path, config: str, miou: float) -> None:
-    path = work_dir / config / "metrics.json"
+def write_run(work_dir: Path, config: str, miou: float, **fields) -> None:
+    """A finished run's metrics.json as eval.py writes it (only the fields the summary reads)."""
+    benchmark = config.removeprefix("cfg_").removesuffix("_vitl14")
+    backbone = "ViT-L/14" if config.endswith("_vitl14") else "ViT-B/16"
+    record = dict(config_name=config, benchmark=benchmark, method="scclip", backbone=backbone, overrides={},
+                  checkpoint=backbone, checkpoint_sha256="0" * 64, published_weights=True,
+                  num_images=FULL_SPLIT[benchmark], metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0))
+    record.update(fields)
+    path = work_dir / f"{config}-{len(list(work_dir.glob(config + '-*'))):010d}" / "metrics.json"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps(dict(config=config, metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0))))
+    path.write_text(json.dumps(record))
 
 
-def test_summary_compares_finished_runs_with_the_paper(tmp_path, capsys):
+def test_summary_compares_finished_runs_with_the_published_numbers(tmp_path, capsys):
     ours_b16 = dict(voc21=65.0, context60=36.0, coco_object=38.0, voc20=84.3, context59=40.0,
                     coco_stuff164k=26.5, city_scapes=41.5, ade20k=20.0)
     for benchmark, miou in ours_b16.items():
@@ -207,16 +216,35 @@ def test_summary_compares_finished_runs_with_the_paper(tmp_path, capsys):
     assert eval_script.main(["--summary", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
 
-    assert lines[0] == "| backbone | dataset | mIoU (ours) | mIoU (paper) | diff |"
-    assert lines[2] == "| ViT-B/16 | VOC21 | 65.00 | 64.6 | +0.40 |"
-    assert lines[3] == "| ViT-B/16 | Context60 | 36.00 | 36.8 | -0.80 |"
-    assert [line.split(" | ")[1] for line in lines[2:10]] == [
+    assert lines[0] == "| method | backbone | dataset | mIoU (ours) | mIoU (published) | diff | images | note |"
+    assert lines[2] == "| scclip | ViT-B/16 | VOC21 | 65.00 | 64.6 | +0.40 | 1449 |  |"
+    assert lines[3] == "| scclip | ViT-B/16 | Context60 | 36.00 | 36.8 | -0.80 | 5105 |  |"
+    assert [line.split(" | ")[2] for line in lines[2:10]] == [
         "VOC21", "Context60", "COCO-Object", "VOC20", "Context59", "COCO-Stuff", "Cityscapes", "ADE20K"]
     mean = sum(ours_b16.values()) / 8
-    assert lines[10] == f"| ViT-B/16 | mean of 8 | {mean:.2f} | 43.9 | {mean - 43.9:+.2f} |"
-    assert lines[11] == "| ViT-L/14 | VOC20 | 85.00 | — | — |"  # the SPEC gives no L/14 VOC20 number
-    assert lines[12] == "| ViT-L/14 | ADE20K | 21.20 | 21.7 | -0.50 |"
-    assert len(lines) == 13  # no L/14 mean: only two of its eight runs are finished
+    assert lines[10] == f"| scclip | ViT-B/16 | mean of 8 | {mean:.2f} | 43.9 | {mean - 43.9:+.2f} | | |"
+    assert lines[11] == "| scclip | ViT-L/14 | VOC20 | 85.00 | — | — | 1449 |  |"  # no published L/14 VOC20
+    assert lines[12] == "| scclip | ViT-L/14 | ADE20K | 21.20 | 21.7 | -0.50 | 2000 |  |"
+    assert lines[13] == ""  # no L/14 mean: only two of its eight runs are finished
+    assert lines[14] == "Runs:" and len(lines) == 15 + 10
+
+
+def test_summary_flags_runs_that_cannot_be_compared_and_groups_methods(tmp_path, capsys):
+    write_run(tmp_path, "cfg_voc21", 12.5, num_images=24, published_weights=False, checkpoint="tiny.pt",
+              overrides={"model.clip_path": "tiny.pt", "model.prob_thd": 0.2})
+    write_run(tmp_path, "cfg_voc21", 64.0)
+    write_run(tmp_path, "cfg_voc20", 80.0, method="naclip", published_as="naclip")
+    assert eval_script.main(["--summary", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    naclip = published_numbers("naclip", "ViT-B/16")
+    assert lines[2] == f"| naclip | ViT-B/16 | VOC20 | 80.00 | {naclip['voc20']:.1f} | {80 - naclip['voc20']:+.2f} | 1449 |  |"
+    assert lines[3:5] == [
+        "| scclip | ViT-B/16 | VOC21 | 12.50 | 64.6 | — | 24 | not comparable: 24 of 1449 images; "
+        "not the published weights; settings changed: model.prob_thd |",
+        "| scclip | ViT-B/16 | VOC21 | 64.00 | 64.6 | -0.60 | 1449 |  |",
+    ]
+    assert any("checkpoint tiny.pt" in line and "overrides: model.clip_path=tiny.pt model.prob_thd=0.2" in line
+               for line in lines)
 
 
 def test_summary_of_an_empty_folder_says_what_to_run(tmp_path):
@@ -238,5 +266,6 @@ def test_batches_of_two_images_give_the_same_metrics(tmp_path, tiny_checkpoint_p
         work_dir = tmp_path / f"batch{batch_size}"
         args = eval_args("voc21", tiny_checkpoint_path, root, work_dir)
         assert eval_script.main([*args, f"test_dataloader.batch_size={batch_size}"]) == 0
-        metrics.append(json.loads((work_dir / "cfg_voc21" / "metrics.json").read_text())["metrics"])
+        (metrics_path,) = work_dir.glob("cfg_voc21-*/metrics.json")
+        metrics.append(json.loads(metrics_path.read_text())["metrics"])
     assert metrics[0] == metrics[1]

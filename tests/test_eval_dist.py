@@ -26,7 +26,8 @@ def test_dist_test_on_two_cpu_processes_matches_one_process(tmp_path, tmp_path_f
 
     eval_script.main(["--config", "configs/cfg_voc20.py", "--work-dir", str(tmp_path / "single"), "--device", "cpu",
                       "--cfg-options", *options])
-    single = json.loads((tmp_path / "single" / "cfg_voc20" / "metrics.json").read_text())
+    (single_path,) = (tmp_path / "single").glob("cfg_voc20-*/metrics.json")
+    single = json.loads(single_path.read_text())
 
     env = dict(os.environ, GPUS="2", PORT="29531", DATASETS="voc20", WORK_DIR=str(tmp_path / "dist"),
                PYTHON=sys.executable, CUDA_VISIBLE_DEVICES="")
@@ -34,15 +35,20 @@ def test_dist_test_on_two_cpu_processes_matches_one_process(tmp_path, tmp_path_f
                                check=False, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
-    distributed = json.loads((tmp_path / "dist" / "cfg_voc20" / "metrics.json").read_text())
+    (dist_path,) = (tmp_path / "dist").glob("cfg_voc20-*/metrics.json")
+    distributed = json.loads(dist_path.read_text())
+    assert dist_path.parent.name == single_path.parent.name  # the process count is not part of a run's identity
     assert (distributed["world_size"], single["world_size"]) == (2, 1)
     assert distributed["num_images"] == single["num_images"] == 2
     assert distributed["metrics"] == single["metrics"] and single["metrics"]["mIoU"] > 0
-    table = completed.stdout.strip().splitlines()[-3:]
-    assert table[0] == "| backbone | dataset | mIoU (ours) | mIoU (paper) | diff |"
+    assert distributed["per_class"] == single["per_class"]
+    table = completed.stdout.strip().splitlines()
+    start = table.index("| method | backbone | dataset | mIoU (ours) | mIoU (published) | diff | images | note |")
     miou = single["metrics"]["mIoU"]
-    assert table[2] == f"| ViT-B/16 | VOC20 | {miou:.2f} | 84.3 | {miou - 84.3:+.2f} |"
-    assert "Iter(test)" in completed.stdout + completed.stderr  # the runs really went through the Runner
+    assert table[start + 2] == (f"| scclip | ViT-B/16 | VOC20 | {miou:.2f} | 84.3 | — | 2 | not comparable: "
+                                "2 of 1449 images; not the published weights |")
+    log = next(dist_path.parent.glob("*/*.log")).read_text()
+    assert "Iter(test)" in log  # the runs really went through the Runner, logging to the run's folder
 
 
 def test_dist_test_rejects_an_unknown_backbone():

@@ -1,0 +1,55 @@
+"""Ctrl-C and SIGTERM during an evaluation: finish the current image, keep what is stored, stop."""
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class Interrupted(Exception):
+    """Raised by the evaluation loop at the first image boundary after a stop was asked for."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.signum, 1)
+
+
+class StopRequest:
+    """Set by the signal handlers; the loop checks it after every batch."""
+
+    signum: int | None = None
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.signum is not None:
+            raise Interrupted(cls.signum)
+
+
+def _request_stop(signum: int, frame) -> None:
+    first = StopRequest.signum is None
+    StopRequest.signum = signum
+    if first:
+        # A second Ctrl-C stops at once: what is stored is safe either way.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: stopping after the current image (Ctrl-C again stops at once)",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[type[StopRequest]]:
+    """Within the block, SIGINT/SIGTERM ask the loop to stop; the previous handlers come back afterwards."""
+    previous = {signum: signal.signal(signum, _request_stop) for signum in EXIT_CODES}
+    StopRequest.signum = None
+    try:
+        yield StopRequest
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        StopRequest.signum = None
