@@ -79,7 +79,7 @@ def test_pamr_tiles_equal_pamr_on_the_whole_image():
     image = torch.randn(3, 60, 76, generator=generator)
     prediction = FullSizePrediction(
         coarse(4, 60, 76, seed=2), (height, width), torch.arange(4), 4, logit_scale=40,
-        pamr_steps=3, pamr_dilations=(2, 4), image=image, block_bytes=4 * 4 * 4 * 40 * 40,
+        pamr_steps=3, pamr_dilations=(2, 4), image=image, block_bytes=4 * 4 * 40 * 40,
     )
     tiles = list(prediction.blocks())
     assert prediction.pamr_reach == 12 and len(tiles) == 20  # 40-pixel tiles, each refined with 12 pixels around

@@ -113,3 +113,18 @@ def test_postprocessing_matches_release(name, golden_dir):
         scores = suppress_small_classes(scores, case["area_thd"])
     pred = labels(scores, case["prob_thd"])
     assert_matches_release(scores.numpy(), pred[0].numpy(), expected, case)
+
+
+def test_every_file_a_golden_case_names_is_there(golden_dir):
+    """Each case's checkpoint and image resolve (compressed copies included), and the shipped copy stays small."""
+    cases = sorted(golden_dir.glob("*.json")) + sorted(golden_dir.glob("methods/*.json"))
+    named = set()
+    for case in cases:
+        meta = json.loads(case.read_text())
+        if isinstance(meta, dict) and "checkpoint" in meta:
+            named.add(golden_file(case.parent / meta["checkpoint"]).name)
+            image = meta["image"] if "image" in meta and meta["image"].endswith(".npy") else f"{case.stem}_image.npy"
+            assert golden_file(case.parent / image).stat().st_size > 0
+    assert named == {"clip_b16_seed0.pt", "clip_l14_seed0.pt"} and len(cases) >= 41
+    if golden_dir.resolve() == (Path(__file__).parent / "golden").resolve():
+        assert sum(path.stat().st_size for path in golden_dir.rglob("*") if path.is_file()) < 30e6
