@@ -289,6 +289,7 @@ def chromium_driver(downloads: Path):
 
 @pytest.mark.slow
 def test_browser_uploads_a_photo_segments_it_and_downloads_the_labels(server, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as expected
     from selenium.webdriver.support.ui import WebDriverWait
@@ -325,6 +326,13 @@ def test_browser_uploads_a_photo_segments_it_and_downloads_the_labels(server, tm
         assert "%" in shares
         picture = driver.find_element(By.CSS_SELECTOR, "#picture img")
         assert picture.get_attribute("naturalWidth") and int(picture.get_attribute("naturalWidth")) > 1000
+
+        # The opacity slider redraws the picture (without the model).
+        first_picture = picture.get_attribute("src")
+        slider = driver.find_element(By.CSS_SELECTOR, "#opacity input[type=range]")
+        ActionChains(driver).click_and_hold(slider).move_by_offset(slider.size["width"] // 3, 0).release().perform()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#picture img").get_attribute("src") != first_picture)
+        assert float(slider.get_attribute("value")) > 0.7
 
         links[0].click()
         deadline = time.monotonic() + 30
