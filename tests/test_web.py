@@ -266,6 +266,9 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, photos,
     answer = client.predict(handle_file(photos["chelsea"]), "cat, wall", api_name="/segment")
     check_answer(answer, photos["chelsea"], ["cat", "wall"])
     assert server.process.poll() is None
+    # Uploads and results stay in the app's private folder, and finished requests' results go.
+    assert list((server.temp_root / "gradio").rglob("chelsea.png")), "uploads are kept in the private folder"
+    assert len(list((server.temp_root / "results").iterdir())) <= 1
 
 
 def chromium_driver(downloads: Path):
