@@ -198,15 +198,12 @@ def declared_backbone(config_path: str) -> str:
 
 
 def published_key(config_path: str, method: str) -> str:
-    """The key of the published numbers for this config: its configs/ folder name where that is one."""
-    folder = Path(config_path).resolve().parent.name
+    """The key of this run's published numbers (plain CLIP's protocols are told apart by the config's folder)."""
     try:
-        from scclip.published import published_methods
-        if folder in published_methods():
-            return folder
+        from scclip.published import published_key as key_of
     except ImportError:
-        pass
-    return method
+        return method
+    return key_of(method, config_path)
 
 
 class QuietRunner(Runner):

@@ -46,7 +46,8 @@ def test_dist_test_on_two_cpu_processes_matches_one_process(tmp_path, tmp_path_f
     start = table.index("| method | backbone | dataset | mIoU (ours) | mIoU (published) | diff | images | note |")
     miou = single["metrics"]["mIoU"]
     assert table[start + 2] == (f"| scclip | ViT-B/16 | VOC20 | {miou:.2f} | 84.3 | — | 2 | not comparable: "
-                                "2 of 1449 images; not the published weights |")
+                                "2 of 1449 images; not the published weights; settings changed: "
+                                "test_dataloader.dataset.pipeline.1.scale |")
     log = next(dist_path.parent.glob("*/*.log")).read_text()
     assert "Iter(test)" in log  # the runs really went through the Runner, logging to the run's folder
 

@@ -312,6 +312,17 @@ def test_unknown_model_setting_is_one_line_with_the_closest_name(tmp_path, tiny_
     assert not (tmp_path / "work").exists()
 
 
+def test_calibration_indices_of_another_backbone_say_which_one(tmp_path, tiny_checkpoint_path):
+    """ViT-L/14's calibration indices given with a 12-block checkpoint: one line saying whose settings those are."""
+    root = make_voc(tmp_path / "datasets", num_images=1)
+    l14 = ["model.pre_adjust_idx=16", "model.post_adjust_idx=6", "model.multi_start_idx=8", "model.multi_end_idx=19"]
+    with pytest.raises(InputError) as error:
+        eval_script.main(args_for(root, tmp_path / "work", tiny_checkpoint_path, *l14))
+    message = eval_script.one_line(error.value)
+    assert message.startswith("pre_adjust_idx=16 does not fit a ViT with 12 blocks") and "ViT-L/14" in message
+    assert "\n" not in message and "class `" not in message
+
+
 def test_missing_config_lists_the_configs():
     with pytest.raises(InputError, match=r"config configs/cfg_voc99\.py not found; did you mean "
                                          r"configs/cfg_voc\d+\.py\? configs in configs/: .*cfg_ade20k.*cfg_voc21"):

@@ -55,6 +55,7 @@ class ResumableTestLoop(TestLoop):
         rank, _ = get_dist_info()
         self.writer = ShardWriter(self.results_dir, self.run_key, self.num_images, self.num_classes, rank)
         try:
+            StopRequest.check()  # a signal while the model was being built
             self.runner.call_hook("before_test")
             self.runner.call_hook("before_test_epoch")
             self.runner.model.eval()

@@ -116,8 +116,8 @@ def summary_table(work_dir: str | os.PathLike) -> str:
                          f"{run.get('num_images', '?')} | {note} |")
             overrides = " ".join(f"{key}={value}" for key, value in run.get("overrides", {}).items()) or "none"
             checkpoint = f"{run.get('checkpoint')} (sha256 {str(run.get('checkpoint_sha256', ''))[:12]})"
-            notes.append(f"- {method} {backbone} {name}: {run['folder']}; checkpoint {checkpoint}; "
-                         f"overrides: {overrides}")
+            notes.append(f"- {method} {backbone} {name}: {run.get('config', '?')} in {run['folder']}; "
+                         f"checkpoint {checkpoint}; overrides: {overrides}")
         if set(BENCHMARKS) <= set(comparable_by_benchmark):
             mean = sum(comparable_by_benchmark[key] for key in BENCHMARKS) / len(BENCHMARKS)
             paper = published.get("mean")
