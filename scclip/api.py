@@ -8,7 +8,7 @@ block (`scclip.fullres`) so that memory does not grow with classes × megapixels
 import json
 import os
 from collections.abc import Callable, Sequence
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import mmcv
@@ -83,7 +83,7 @@ def check_class_string(text: str) -> None:
         return
     used = [mark for mark in OTHER_SEPARATORS if mark in text]
     if used:
-        shown = "synonyms '|'" if used == ["|"] else repr(used[0])
+        shown = "'|' (it joins synonyms of one class)" if used == ["|"] else repr(used[0])
         example = ",".join(part.strip() for part in text.replace("|", ",").replace(used[0], ",").split(",") if part.strip())
         raise VocabularyError(
             f"classes {text!r} give a single class (one class takes every pixel): separate classes with ',' "
@@ -116,6 +116,7 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
     return lines
 
 
+@lru_cache(maxsize=1)
 def shipped_vocabularies() -> dict[tuple[str, ...], tuple[str, ...]]:
     """Lines of each benchmark vocabulary in configs/ → the dataset's own class names."""
     from mmseg.registry import DATASETS
@@ -125,7 +126,8 @@ def shipped_vocabularies() -> dict[tuple[str, ...], tuple[str, ...]]:
         path = SHIPPED_VOCABULARIES / file_name
         if not path.is_file():
             continue  # an installed package without the repository's configs/
-        lines = tuple(", ".join(names) for names in Vocabulary.from_file(path).classes)
+        text = path.read_text(encoding="utf-8")
+        lines = tuple(", ".join(name.strip() for name in line.split(",")) for line in text.splitlines() if line.strip())
         names = tuple(DATASETS.get(dataset).METAINFO["classes"])
         if len(names) == len(lines):
             found[lines] = names

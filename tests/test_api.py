@@ -235,7 +235,7 @@ def test_classes_and_vocabulary_files(tmp_path):
 
 
 def test_class_list_mistakes_are_named():
-    for text, shown in (("cat;dog", "';'"), ("cat / dog", "'/'"), ("cat|dog", "synonyms '|'")):
+    for text, shown in (("cat;dog", "';'"), ("cat / dog", "'/'"), ("cat|dog", r"'\|' \(it joins synonyms of one class\)")):
         with pytest.raises(VocabularyError, match=f"give a single class .*not {shown}, e.g. 'cat,dog'"):
             vocabulary_lines(text)
     with pytest.raises(VocabularyError, match=r"the classes, class 2 repeats class 1 \('cat'\)"):
