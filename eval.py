@@ -39,10 +39,10 @@ from scclip.clip.pretrained import MODEL_URLS, expected_sha256
 from scclip.datasets import check_dataset
 from scclip.errors import InputError, ScclipError
 from scclip.evaluation.data import available_cores, check_data, list_split, with_checked_loaders
-from scclip.evaluation.interrupts import Interrupted, StopRequest, stop_on_signals
+from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
 from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
-from scclip.evaluation.summary import L14_SUFFIX, benchmark_of, published_numbers, summary_table
+from scclip.evaluation.summary import L14_SUFFIX, benchmark_of, summary_table
 from scclip.fileio import write_atomically
 from scclip.visualize import overlay
 
@@ -282,8 +282,9 @@ def refuse_mismatched_resume(args: argparse.Namespace, stem: str, identity: dict
     others = [run for run in runs_of_config(args.work_dir, stem) if not run.finished]
     if not others:
         return
-    other = others[-1]
-    changed = differences(other.read_description()["identity"], identity)
+    changes = {run: differences(run.read_description()["identity"], identity) for run in others}
+    other = min(others, key=lambda run: len(changes[run]))  # the run this command most likely meant
+    changed = changes[other]
     shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     raise InputError(f"nothing to resume for these settings: the unfinished run {other.path} differs ({shown}); "
                      "resume it with its own settings, or drop --resume to start a new run")

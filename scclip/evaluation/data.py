@@ -29,7 +29,6 @@ FIX_HINT = "replace or remove the file (python eval.py --config CONFIG --check-d
            "then rerun with --resume"
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 LOADER_TYPES = {"LoadImageFromFile": "ScclipLoadImageFromFile", "LoadAnnotations": "ScclipLoadAnnotations"}
-MAX_PROBLEMS_SHOWN = 20
 
 
 @dataclass(frozen=True)
