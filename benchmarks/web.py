@@ -78,7 +78,7 @@ def start_app(checkpoint: Path, cache: Path, device: str) -> tuple[subprocess.Po
 
 
 def stop_app(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:

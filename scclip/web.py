@@ -465,7 +465,9 @@ def serve(
     on_main_thread = threading.current_thread() is threading.main_thread()
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {}
     if on_main_thread:
-        signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl+C
+        # `kill` cleans up like Ctrl+C, and Ctrl+C works even where it was ignored (a script's background job).
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         try:
             url = demo.launch(host, port)
