@@ -185,15 +185,16 @@ def test_sc_clip_runs_batch_invariant(loaded, name):
 def test_half_precision_runs_an_open_clip_backbone(loaded, images):
     common = dict(clip_model=loaded[QUICKGELU_NAME], clip_arch=QUICKGELU_NAME, vocabulary=QUERIES, device="cpu",
                   text_cache=False)
-    full = SCCLIPForSegmentation(QUICKGELU_NAME, precision="fp32", **common).dense_features(images[:1])
-    half = SCCLIPForSegmentation(QUICKGELU_NAME, precision="bf16", **common).dense_features(images[:1])
+    crop = images[:1, :, :128, :128]  # an 8×8 grid
+    full = SCCLIPForSegmentation(QUICKGELU_NAME, precision="fp32", **common).dense_features(crop)
+    half = SCCLIPForSegmentation(QUICKGELU_NAME, precision="bf16", **common).dense_features(crop)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     assert F.cosine_similarity(full, half, dim=-1).min() > 0.95
 
 
 def test_our_modules_have_open_clip_keys_and_shapes():
     """Every tensor of open_clip's plain CLIPs has its place in our CLIP (heads, MLP ratio included)."""
-    for name in ["ViT-B-16", "ViT-L-14-quickgelu", "ViT-H-14", "ViT-bigG-14"]:
+    for name in ["ViT-B-16", "ViT-H-14", "ViT-bigG-14"]:  # head width 64, 80 and 104; MLP ratio 4 and 4.9231
         with torch.device("meta"):
             theirs = open_clip.model.CLIP(**open_clip.get_model_config(name)).state_dict()
             ours = CLIP(**openclip.architecture_config(name)).state_dict()
