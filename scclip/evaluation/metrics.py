@@ -20,18 +20,32 @@ def image_areas(prediction: torch.Tensor, label: torch.Tensor, num_classes: int,
     """4×C int64 areas of one image: intersection, union, predicted and labelled pixels per class.
 
     Pixels labelled `ignore_index` are left out; label values outside 0..C-1 count for the
-    prediction only, as in mmseg's `intersect_and_union`.
+    prediction only, as in mmseg's `intersect_and_union`. Predictions are class indices below C.
+    One bincount of label × C + prediction gives the confusion matrix, whose diagonal, column and row
+    sums are the areas: on the GPU on the device, on the CPU with numpy (single-threaded, so it never
+    competes with the model's threads).
     """
-    prediction, label = prediction.reshape(-1).long(), label.reshape(-1).to(prediction.device).long()
+    on_gpu = prediction.is_cuda
+    if on_gpu:
+        prediction, label = prediction.reshape(-1).long(), label.reshape(-1).to(prediction.device).long()
+        count, stack = torch.bincount, torch.stack
+    else:
+        prediction = prediction.reshape(-1).numpy().astype(np.int64, copy=False)
+        label = label.reshape(-1).numpy().astype(np.int64, copy=False)
+        count, stack = np.bincount, np.stack
     keep = label != ignore_index
     prediction, label = prediction[keep], label[keep]
-    matches = prediction[prediction == label]
-    intersect = torch.bincount(matches, minlength=num_classes)[:num_classes]
-    pred_area = torch.bincount(prediction, minlength=num_classes)[:num_classes]
-    in_range = label[(label >= 0) & (label < num_classes)]
-    label_area = torch.bincount(in_range, minlength=num_classes)[:num_classes]
-    union = pred_area + label_area - intersect
-    return torch.stack([intersect, union, pred_area, label_area]).cpu().numpy().astype(np.int64)
+    in_range = (label >= 0) & (label < num_classes)
+    all_in_range = bool(in_range.all())
+    if not all_in_range:
+        pred_area = count(prediction, minlength=num_classes)[:num_classes]
+        prediction, label = prediction[in_range], label[in_range]
+    confusion = count(label * num_classes + prediction, minlength=num_classes**2).reshape(num_classes, num_classes)
+    intersect, label_area = confusion.diagonal(), confusion.sum(1)
+    if all_in_range:
+        pred_area = confusion.sum(0)
+    areas = stack([intersect, pred_area + label_area - intersect, pred_area, label_area])
+    return (areas.cpu().numpy() if on_gpu else areas).astype(np.int64)
 
 
 def check_same_size(prediction: torch.Tensor, label: torch.Tensor, image_path: str, label_path: str) -> None:
