@@ -92,7 +92,8 @@ def build_table(settings_dir: str | Path) -> dict[str, Any]:
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise InputError(f"cannot read {path}: {error}; give the folder holding settings_*.json") from None
+            reason = getattr(error, "strerror", None) or error
+            raise InputError(f"cannot read {path}: {reason}; give the folder holding settings_*.json") from None
 
     ablation, sclip, clearclip, naclip = (read(name) for name in ("scclip_ablation", "sclip", "clearclip", "naclip"))
     methods: dict[str, dict[str, Any]] = {}
@@ -147,14 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("settings_dir", help="folder with settings_*.json (shared reference/methods)")
     parser.add_argument("--out", default=str(Path(__file__).with_name("data") / DATA_FILE), help="where to write")
     args = parser.parse_args(argv)
-    table = build_table(args.settings_dir)
-    write_atomically(args.out, lambda temp: temp.write_text(json.dumps(table, indent=1) + "\n"))
+    try:
+        table = build_table(args.settings_dir)
+        write_atomically(args.out, lambda temp: temp.write_text(json.dumps(table, indent=1) + "\n"))
+    except ScclipError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {args.out}: {sum(len(rows) for rows in table['methods'].values())} published rows")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ScclipError as error:
-        sys.exit(f"error: {error}")
+    sys.exit(main())
