@@ -11,7 +11,8 @@ one markdown table: a row per variant, a column per benchmark and their mean, an
 paper's numbers where they are known (`scclip.published`: SC-CLIP's own and the mean of vanilla CLIP;
 the paper's per-component numbers are not available to us).
 
-One process runs the evaluations in this process; `--gpus N` (N > 1) starts each with torchrun.
+With one process per run (`--gpus 1`, the default) the evaluations run inside this script; with
+`--gpus N` (N > 1) each is started with torchrun. Run it from the repository root, like eval.py.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ def evaluate(variant: Variant, benchmark: str, args: argparse.Namespace, eval_ar
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}",
                     f"--master_port={args.port}", str(REPO_ROOT / "eval.py")]
         return subprocess.run([*launcher, *command, "--launcher", "pytorch"], check=False).returncode == 0
-    import eval as eval_script
+    import eval as eval_script  # here: only the in-process path needs eval.py's runner machinery
 
     try:
         return eval_script.main(command) == 0
