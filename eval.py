@@ -397,7 +397,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     cfg.work_dir = str(run.path)
     dataset_cfg.pipeline = with_checked_loaders(dataset_cfg.pipeline)
     cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
-                        image_paths=split.image_paths, pending=pending, ignore_index=ignore_index)
+                        ignore_index=ignore_index)
     start = time.perf_counter()
     with stop_on_signals() as stop:
         try:

@@ -13,35 +13,35 @@ from mmengine.dist import barrier, get_dist_info
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop
 
+from .data import list_split
 from .interrupts import StopRequest
-from .metrics import check_same_size, image_areas, metrics_from_store
+from .metrics import check_same_size, image_areas, metrics_from_store, stored_results
 from .store import ImageAreas, ShardWriter
 
 
 @LOOPS.register_module()
 class ResumableTestLoop(TestLoop):
-    """Evaluates `pending` (dataset indices without a stored result) and stores each image's areas.
+    """Evaluates the images of the split without a stored result and stores each image's areas.
 
     Args:
         runner, dataloader, evaluator, fp16: as mmengine's TestLoop (the evaluator only provides
             the dataset's metainfo; the metrics come from the stored areas).
         results_dir: the run's `results/` folder.
         run_key: the run's identity key, written into the shard header.
-        image_paths: the split's images in dataset order (as the dataset lists them).
-        pending: the indices to evaluate now.
         ignore_index: label value that is not scored.
     """
 
-    def __init__(self, runner, dataloader, evaluator, results_dir: str, run_key: str, image_paths: list[str],
-                 pending: list[int], ignore_index: int = 255, fp16: bool = False) -> None:
-        dataloader = copy.deepcopy(dataloader)
-        dataloader["dataset"]["indices"] = list(pending)
-        super().__init__(runner, dataloader, evaluator, fp16)
+    def __init__(self, runner, dataloader, evaluator, results_dir: str, run_key: str, ignore_index: int = 255,
+                 fp16: bool = False) -> None:
+        self.image_paths = list_split(dataloader["dataset"]).image_paths
         self.results_dir = Path(results_dir)
         self.run_key = run_key
-        self.image_paths = list(image_paths)
-        self.index_of = {path: index for index, path in enumerate(image_paths)}
-        self.num_images = len(image_paths)
+        stored = stored_results(self.results_dir, run_key, self.image_paths)
+        dataloader = copy.deepcopy(dataloader)
+        dataloader["dataset"]["indices"] = [index for index in range(len(self.image_paths)) if index not in stored]
+        super().__init__(runner, dataloader, evaluator, fp16)
+        self.index_of = {path: index for index, path in enumerate(self.image_paths)}
+        self.num_images = len(self.image_paths)
         self.num_classes = len(self.dataloader.dataset.metainfo["classes"])
         self.ignore_index = ignore_index
         self.writer: ShardWriter | None = None
