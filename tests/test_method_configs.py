@@ -329,8 +329,11 @@ def test_ablation_command_prints_one_table_of_every_variant(tmp_path, tiny_check
     assert [row[0] for row in rows[2:2 + len(variants)]] == [variant.label for variant in variants]
     assert [variant.overrides for variant in variants[1:-1]] == [(f"model.{switch}=False",) for switch in SWITCHES]
     for variant, row in zip(variants, rows[2:]):
-        miou = metrics_of_the_run(tmp_path / "ablation" / variant.name / "voc20")["metrics"]["mIoU"]
-        assert row[1:] == [f"{miou:.2f}", f"{miou:.2f}"]
+        record = metrics_of_the_run(tmp_path / "ablation" / variant.name / "voc20")
+        assert record["method"] == ("vanilla" if variant.name == "vanilla" else "scclip")
+        switched_off = {key for key, value in record["overrides"].items() if value is False and key.startswith("model.")}
+        assert switched_off == {override.removesuffix("=False") for override in variant.overrides}
+        assert row[1:] == [f"{record['metrics']['mIoU']:.2f}"] * 2
     paper = published_miou("scclip", "ViT-B/16")
     vanilla = published_miou("vanilla", "ViT-B/16")
     assert rows[2 + len(variants):] == [
