@@ -15,6 +15,7 @@ from mmseg.structures import SegDataSample
 from torch import Tensor
 
 from .clip import CLIP, load
+from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
 from .errors import InputError, VocabularyError
 from .methods import get_method, resolve_settings
@@ -52,6 +53,16 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
         for index, image in enumerate(inputs):
             batch[index, :, : image.shape[-2], : image.shape[-1]] = image
         return dict(inputs=batch, data_samples=data.get("data_samples"))
+
+
+def default_preprocessor(clip_model: CLIP) -> SCCLIPDataPreProcessor:
+    """CLIP's normalisation, or the one the checkpoint was trained with when it differs (some open_clip tags)."""
+    mean, std = PIXEL_MEAN, PIXEL_STD
+    if tuple(getattr(clip_model, "image_mean", OPENAI_CLIP_MEAN)) != tuple(OPENAI_CLIP_MEAN) or \
+            tuple(getattr(clip_model, "image_std", OPENAI_CLIP_STD)) != tuple(OPENAI_CLIP_STD):
+        mean = tuple(255 * value for value in clip_model.image_mean)
+        std = tuple(255 * value for value in clip_model.image_std)
+    return SCCLIPDataPreProcessor(mean=mean, std=std, bgr_to_rgb=True)
 
 
 @MODELS.register_module()
@@ -116,9 +127,6 @@ class SCCLIPForSegmentation(BaseSegmentor):
         init_cfg: dict | None = None,
         **settings,
     ) -> None:
-        if data_preprocessor is None:
-            data_preprocessor = SCCLIPDataPreProcessor(mean=PIXEL_MEAN, std=PIXEL_STD, bgr_to_rgb=True)
-        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         spec = get_method(method)
         if (name_path is None) == (vocabulary is None):
             raise VocabularyError("give exactly one of name_path (a vocabulary file) and vocabulary (a list of lines)")
@@ -131,7 +139,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         if area_thd is not None and not 0 <= area_thd <= 1:
             raise InputError(f"area_thd={area_thd} must lie in [0, 1] (a share of the foreground area) or be None")
         device = torch.device(device) if device is not None else default_device()
-        self.vocabulary = (
+        parsed_vocabulary = (
             Vocabulary.from_file(name_path) if name_path is not None else Vocabulary.from_lines(vocabulary)
         )
         if clip_model is None:
@@ -139,6 +147,10 @@ class SCCLIPForSegmentation(BaseSegmentor):
             if clip_arch is not None:
                 load_options["arch"] = clip_arch
             clip_model, _ = load(clip_path, **load_options)
+        if data_preprocessor is None:
+            data_preprocessor = default_preprocessor(clip_model)
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        self.vocabulary = parsed_vocabulary
         clip_model = clip_model.to(device)
         depth = len(clip_model.visual.transformer.resblocks)
         own_settings, calibration_note = resolve_settings(method, settings, depth)
@@ -159,8 +171,10 @@ class SCCLIPForSegmentation(BaseSegmentor):
             cache_settings = dict(precision=precision, device=device.type, batch_size=text_batch_size)
             if clip_arch is not None:
                 cache_settings["clip_arch"] = clip_arch
+            # An open_clip tag names no file: the cache keys on the file the loader resolved it to.
+            checkpoint = getattr(clip_model, "checkpoint_path", None) if clip_arch is not None else None
             query_features = TextFeatureCache().get_or_compute(
-                clip_path, self.vocabulary.queries, templates, cache_settings, encode
+                checkpoint or clip_path, self.vocabulary.queries, templates, cache_settings, encode
             ).to(device)
         else:
             query_features = encode()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from scclip import SCCLIPForSegmentation
 from scclip.calibration import CalibrationConfig, SCCLIPEncoder
-from scclip.clip.architectures import random_clip
+from scclip.clip.architectures import random_clip, save_checkpoint
 from scclip.encoders import ATTENTIONS, DenseEncoder, LastBlock, gaussian_bias, head_attention
 from scclip.errors import InputError
 from scclip.methods import METHODS, SWITCHES, available_methods, calibration_defaults, settings_for
@@ -21,14 +21,17 @@ BASELINES = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]
 
 
 @pytest.fixture(scope="module")
-def model():
-    return random_clip("ViT-B/16", seed=3, vision_width=64, transformer_width=64, transformer_heads=1,
+def model(tmp_path_factory):
+    """A tiny ViT-B/16-shaped CLIP (seed 3), remembering its file so the text cache can key on it."""
+    clip = random_clip("ViT-B/16", seed=3, vision_width=64, transformer_width=64, transformer_heads=1,
                        transformer_layers=2, embed_dim=32).float().eval()
+    clip.checkpoint_path = save_checkpoint(clip, tmp_path_factory.mktemp("methods") / "tiny_seed3.pt")
+    return clip
 
 
 def segmentor(model, method="scclip", **settings) -> SCCLIPForSegmentation:
     return SCCLIPForSegmentation(
-        clip_path="tiny", vocabulary=VOCAB, device="cpu", clip_model=model, method=method, **settings
+        clip_path=str(model.checkpoint_path), vocabulary=VOCAB, device="cpu", clip_model=model, method=method, **settings
     )
 
 
@@ -266,13 +269,14 @@ def test_settings_table_of_spec(model):
     assert list(METHODS) == available_methods() and available_methods()[-1] == "scclip"
 
 
-def test_calibration_follows_depth_and_given_values_win():
+def test_calibration_follows_depth_and_given_values_win(model):
     assert calibration_defaults(24)[0] == dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1)
     deep, note = calibration_defaults(32)
     assert deep == dict(pre_adjust_idx=21, post_adjust_idx=8, multi_start_idx=8, multi_end_idx=27, res_cls=0.1)
     assert "32 blocks" in note
     l14 = random_clip("ViT-L/14", seed=0, vision_width=64, transformer_width=64, transformer_heads=1,
                       transformer_layers=2, embed_dim=32).float()
+    l14.checkpoint_path = save_checkpoint(l14, model.checkpoint_path.with_name("tiny_l14.pt"))
     chosen = segmentor(l14).encoder.config
     assert (chosen.pre_adjust_idx, chosen.multi_end_idx, chosen.res_cls) == (16, 19, 0.1)
     assert segmentor(l14, pre_adjust_idx=12).encoder.config.pre_adjust_idx == 12

@@ -120,3 +120,30 @@ def test_compiled_encoder_gives_the_same_results(tiny_checkpoint_path, segmentor
     x = image(224, 336)[None]
     expected = segmentor.predict(x)[0].seg_logits.data
     torch.testing.assert_close(compiled.predict(x)[0].seg_logits.data, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_normalisation_follows_the_checkpoint(tiny_b16_model, tiny_checkpoint_path):
+    """CLIP's statistics by default; an open_clip tag trained with others (mean = std = 0.5) gets its own."""
+    openai = SCCLIPForSegmentation(clip_path=str(tiny_checkpoint_path), vocabulary=VOCABULARY, device="cpu",
+                                   clip_model=tiny_b16_model)
+    assert openai.data_preprocessor.mean.flatten().tolist() == pytest.approx([122.771, 116.746, 104.094])
+    saved = tiny_b16_model.image_mean, tiny_b16_model.image_std
+    tiny_b16_model.image_mean, tiny_b16_model.image_std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    try:
+        other = SCCLIPForSegmentation(clip_path=str(tiny_checkpoint_path), vocabulary=VOCABULARY, device="cpu",
+                                   clip_model=tiny_b16_model)
+    finally:
+        tiny_b16_model.image_mean, tiny_b16_model.image_std = saved
+    assert other.data_preprocessor.mean.flatten().tolist() == [127.5] * 3
+    assert other.data_preprocessor.std.flatten().tolist() == [127.5] * 3
+
+
+def test_an_open_clip_tag_keys_the_text_cache_on_its_resolved_file(tiny_checkpoint_path, tiny_b16_model):
+    saved = tiny_b16_model.checkpoint_path
+    tiny_b16_model.checkpoint_path = tiny_checkpoint_path
+    try:
+        built = SCCLIPForSegmentation(clip_path="laion2b_s34b_b88k", clip_arch="ViT-B-16", vocabulary=VOCABULARY,
+                                      device="cpu", clip_model=tiny_b16_model)
+    finally:
+        tiny_b16_model.checkpoint_path = saved
+    assert built.clip_arch == "ViT-B-16" and built.query_features.shape == (6, 32)
