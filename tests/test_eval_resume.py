@@ -352,3 +352,19 @@ def test_batch_larger_than_the_split_and_no_workers(tmp_path, tiny_checkpoint_pa
     assert eval_script.main(args_for(root, tmp_path / "work", tiny_checkpoint_path, *options)) == 0
     (folder,) = run_folders(tmp_path / "work")
     assert metrics_of(folder)["num_images"] == 2 and metrics_of(folder)["metrics"]["aAcc"] is not None
+    first = metrics_of(folder)
+
+    (shard,) = (folder / "results").iterdir()
+    assert eval_script.main([*args_for(root, tmp_path / "work", tiny_checkpoint_path, *options), "--force"]) == 0
+    assert run_folders(tmp_path / "work") == [folder] and not shard.exists()  # started over, in the same folder
+    again = metrics_of(folder)
+    assert again["evaluated"] == 2 and again["date"] >= first["date"] and again["metrics"] == first["metrics"]
+
+
+def test_loader_workers_follow_the_cores(monkeypatch):
+    monkeypatch.setattr(eval_script, "available_cores", lambda: 2)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert eval_script.dataloader_workers(4, overridden=False) == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert eval_script.dataloader_workers(4, overridden=False) == 1
+    assert eval_script.dataloader_workers(4, overridden=True) == 4  # what the user asked for

@@ -36,7 +36,11 @@ class ResumableTestLoop(TestLoop):
         self.image_paths = list_split(dataloader["dataset"]).image_paths
         self.results_dir = Path(results_dir)
         self.run_key = run_key
+        # Every rank must see the same store to split the same pending images: none starts storing
+        # before all have read it.
+        barrier()
         stored = stored_results(self.results_dir, run_key, self.image_paths)
+        barrier()
         dataloader = copy.deepcopy(dataloader)
         dataloader["dataset"]["indices"] = [index for index in range(len(self.image_paths)) if index not in stored]
         super().__init__(runner, dataloader, evaluator, fp16)
