@@ -529,8 +529,9 @@ def main(argv: list[str] | None = None) -> None:
     report["machine"]["load_average_end"] = os.getloadavg()
     json_path = args.json or args.work_dir / f"benchmark_{args.device}.json"
     json_path.write_text(json.dumps(report, indent=2))
-    print()
-    print(markdown_table(report["results"]))
+    if any(case in row for row in report["results"] for case in ("vocabulary", "sliding", "whole")):
+        print()
+        print(markdown_table(report["results"]))
     if any("methods" in row for row in report["results"]):
         print()
         print(methods_table(report["results"]))
