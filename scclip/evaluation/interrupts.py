@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM during an evaluation: finish the current image, keep what is stored, stop."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ class StopRequest:
     """Set by the signal handlers; the loop checks it after every batch."""
 
     signum: int | None = None
+    owner: int | None = None  # the process that installed the handlers (DataLoader workers inherit them)
 
     @classmethod
     def check(cls) -> None:
@@ -33,6 +35,8 @@ class StopRequest:
 
 
 def _request_stop(signum: int, frame) -> None:
+    if os.getpid() != StopRequest.owner:  # a forked DataLoader worker: it keeps loading for the main process
+        return
     first = StopRequest.signum is None
     StopRequest.signum = signum
     if first:
@@ -46,7 +50,7 @@ def _request_stop(signum: int, frame) -> None:
 def stop_on_signals() -> Iterator[type[StopRequest]]:
     """Within the block, SIGINT/SIGTERM ask the loop to stop; the previous handlers come back afterwards."""
     previous = {signum: signal.signal(signum, _request_stop) for signum in EXIT_CODES}
-    StopRequest.signum = None
+    StopRequest.signum, StopRequest.owner = None, os.getpid()
     try:
         yield StopRequest
     finally:
