@@ -192,13 +192,8 @@ def settings_for(method: str) -> list[str]:
     return [*SHARED_SETTINGS, *get_method(method).settings]
 
 
-def resolve_settings(method: str, given: Mapping[str, Any], depth: int) -> tuple[dict[str, Any], str | None]:
-    """The method's own settings: presets, then calibration defaults by depth, then the given values.
-
-    Returns the settings and, for SC-CLIP, a sentence saying which calibration defaults were used.
-    Raises `InputError` in one line for a setting the method does not take (with the closest
-    valid name) or an invalid value.
-    """
+def check_setting_names(method: str, given: Mapping[str, Any]) -> None:
+    """One line for a setting `method` does not take: the closest valid name, who takes it, the valid ones."""
     spec = get_method(method)
     for name in given:
         if name not in spec.settings:
@@ -210,6 +205,17 @@ def resolve_settings(method: str, given: Mapping[str, Any], depth: int) -> tuple
             raise InputError(
                 f"method {method!r} takes no setting {name!r}{hint}{where}; its settings: {', '.join(valid)}"
             )
+
+
+def resolve_settings(method: str, given: Mapping[str, Any], depth: int) -> tuple[dict[str, Any], str | None]:
+    """The method's own settings: presets, then calibration defaults by depth, then the given values.
+
+    Returns the settings and, for SC-CLIP, a sentence saying which calibration defaults were used.
+    Raises `InputError` in one line for a setting the method does not take (with the closest
+    valid name) or an invalid value.
+    """
+    spec = get_method(method)
+    check_setting_names(method, given)
     settings = dict(spec.settings)
     note = None
     if method == "scclip":

@@ -18,7 +18,7 @@ from .clip import CLIP, load
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
 from .errors import InputError, VocabularyError
-from .methods import get_method, resolve_settings
+from .methods import check_setting_names, get_method, resolve_settings
 from .pamr import pamr
 from .postprocess import class_scores, labels, renormalise, suppress_small_classes
 from .text import Vocabulary, encode_queries, load_templates
@@ -128,6 +128,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         **settings,
     ) -> None:
         spec = get_method(method)
+        check_setting_names(method, settings)  # before a checkpoint is downloaded or read
         if (name_path is None) == (vocabulary is None):
             raise VocabularyError("give exactly one of name_path (a vocabulary file) and vocabulary (a list of lines)")
         if precision not in ("auto", "fp32", *HALF_DTYPES):

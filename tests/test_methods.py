@@ -300,3 +300,9 @@ def test_encoders_compose_with_calibration(model):
     config = CalibrationConfig(attention_calibration=False)
     features = SCCLIPEncoder(model.visual, config)(images)
     assert features.shape == (1, 196, 32) and torch.isfinite(features).all()
+
+
+def test_a_misspelt_setting_is_refused_before_any_checkpoint_is_read(tmp_path):
+    missing = tmp_path / "never_read.pt"
+    with pytest.raises(InputError, match="takes no setting 'logit_scal' \\(did you mean 'logit_scale'\\?\\)"):
+        SCCLIPForSegmentation(clip_path=str(missing), vocabulary=VOCAB, device="cpu", logit_scal=50)
