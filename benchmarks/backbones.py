@@ -37,6 +37,7 @@ from benchmark import (  # noqa: E402
     machine_description,
     normalised_images,
     timed_interleaved,
+    window_crops_and_plain_forward,
 )
 
 DEFAULT_VOCABULARY = REPO_ROOT / "configs" / "cls_voc21.txt"
@@ -70,7 +71,6 @@ def time_backbone(name: str, args: argparse.Namespace, folder: Path) -> dict[str
     """`name`: an open_clip architecture, or OPENAI_BASELINE."""
     from scclip import SCCLIPForSegmentation
     from scclip.clip import load
-    from scclip.windows import sliding_windows
 
     device = torch.device(args.device)
     arch = None if name == OPENAI_BASELINE else name
@@ -86,14 +86,7 @@ def time_backbone(name: str, args: argparse.Namespace, folder: Path) -> dict[str
     )
     setup_s = time.perf_counter() - start
     image = normalised_images(1, SLIDING_SIZE, device)
-    windows = sliding_windows(*SLIDING_SIZE, segmentor.slide_crop, segmentor.slide_stride)
-    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
-    visual = segmentor.encoder.visual
-
-    @torch.no_grad()
-    def plain_forward() -> torch.Tensor:
-        with segmentor._autocast(device, segmentor.precision):
-            return visual.transformer(visual.embed(crops))
+    crops, plain_forward = window_crops_and_plain_forward(segmentor, image)
 
     with PeakMemory(device) as memory:
         segmentor.predict(image)

@@ -259,25 +259,33 @@ def case_vocabulary(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def window_crops_and_plain_forward(segmentor: Any, image: torch.Tensor) -> tuple[torch.Tensor, Callable[[], Any]]:
+    """The segmentor's windows of a 1×3×H×W image as a batch of crops, and a plain forward of them
+    through all ViT blocks (the floor every method is compared with)."""
+    from scclip.windows import sliding_windows
+
+    windows = sliding_windows(*image.shape[-2:], segmentor.slide_crop, segmentor.slide_stride)
+    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
+    visual = segmentor.encoder.visual
+
+    @torch.no_grad()
+    def plain_forward() -> torch.Tensor:
+        with segmentor._autocast(segmentor.device, segmentor.precision):
+            return visual.transformer(visual.embed(crops))
+
+    return crops, plain_forward
+
+
 def case_sliding(args: argparse.Namespace) -> dict[str, Any]:
     """Per-image latency at 336×448 with sliding windows, and a plain ViT forward of the same crops.
 
     One image, the plain forward of its crops and the encoder alone are timed in turn, so their
     ratios hold even when other work shares the machine. Larger batches are timed afterwards.
     """
-    from scclip.windows import sliding_windows
-
     segmentor = build_segmentor(args)
     device = segmentor.device
     image = normalised_images(1, SLIDING_SIZE, device)
-    windows = sliding_windows(*SLIDING_SIZE, segmentor.slide_crop, segmentor.slide_stride)
-    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
-    visual = segmentor.encoder.visual
-
-    @torch.no_grad()
-    def plain_forward() -> torch.Tensor:
-        with segmentor._autocast(device, segmentor.precision):
-            return visual.transformer(visual.embed(crops))
+    crops, plain_forward = window_crops_and_plain_forward(segmentor, image)
 
     with PeakMemory(device) as memory:
         segmentor.predict(image)
@@ -289,7 +297,7 @@ def case_sliding(args: argparse.Namespace) -> dict[str, Any]:
     per_image = statistics.median(runs["predict"].wall)
     result: dict[str, Any] = {
         "image_size": list(SLIDING_SIZE),
-        "crops": len(windows),
+        "crops": len(crops),
         "batch_1": {**runs["predict"].summary(), "per_image_s": per_image, "images_per_s": 1 / per_image,
                     **memory.result},
         "plain_vit_forward": runs["plain"].summary(),
@@ -327,8 +335,6 @@ def case_methods(args: argparse.Namespace) -> dict[str, Any]:
     from scclip.clip import load
     from scclip.encoders import gaussian_bias
     from scclip.methods import SWITCHES, available_methods
-    from scclip.windows import sliding_windows
-
     clip_model, _ = load(args.checkpoint, device=args.device)
     variants = {method: dict(method=method) for method in available_methods()}
     variants["scclip, all switches off"] = dict(method="scclip", **{switch: False for switch in SWITCHES})
@@ -336,16 +342,9 @@ def case_methods(args: argparse.Namespace) -> dict[str, Any]:
     any_segmentor = next(iter(segmentors.values()))
     device = any_segmentor.device
     image = normalised_images(1, SLIDING_SIZE, device)
-    windows = sliding_windows(*SLIDING_SIZE, any_segmentor.slide_crop, any_segmentor.slide_stride)
-    crops = torch.stack([image[0, :, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
+    crops, plain_forward = window_crops_and_plain_forward(any_segmentor, image)
     visual = clip_model.visual
-
-    @torch.no_grad()
-    def plain_forward() -> torch.Tensor:
-        with any_segmentor._autocast(device, any_segmentor.precision):
-            return visual.transformer(visual.embed(crops))
-
-    result: dict[str, Any] = {"image_size": list(SLIDING_SIZE), "crops": len(windows), "methods": {}}
+    result: dict[str, Any] = {"image_size": list(SLIDING_SIZE), "crops": len(crops), "methods": {}}
     for name, segmentor in segmentors.items():
         runs = timed_interleaved(
             {"predict": lambda segmentor=segmentor: segmentor.predict(image), "plain": plain_forward},
