@@ -2,8 +2,9 @@
 
 The benchmark path resizes the query logits to the original image size and post-processes them
 whole: Q×H×W floats, 8 GB for a 12-megapixel photo and 171 classes, several times over for the
-softmax. Here the same computation runs block by block (full-width strips, or square tiles with
-PAMR), so memory follows the block, not the photo:
+softmax. Here the same post-processing (`scclip.postprocess.PostProcessing`, PAMR's `refine`) runs
+block by block (full-width strips, or square tiles with PAMR), so memory follows the block, not the
+photo; this module only decides how to cut the blocks and how to stitch them:
 - the bilinear resize (align_corners=False) is computed for the rows and columns of one block from
   the coarse logits, with PyTorch's own arithmetic (bit-identical to `F.interpolate` on this CPU;
   at most one rounding step apart elsewhere);
@@ -17,15 +18,15 @@ Labels therefore equal the whole-image computation except where two class scores
 rounding.
 """
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .pamr import neighbours, pixel_affinities
-from .postprocess import class_scores, labels, renormalise
+from .pamr import pixel_affinities, refine
+from .postprocess import PostProcessing, class_areas
 
 # Working memory aimed at per block (the upsampled logits and the softmax's temporaries).
 BLOCK_BYTES = 64 * 2**20
@@ -74,11 +75,10 @@ class FullSizePrediction:
     """Coarse query logits and everything that turns them into full-size class scores and labels.
 
     Attributes:
-        logits: Q×h×w query logits at the resolution the segmentor resizes from.
+        logits: Q×h×w query logits before the final resize (`SCCLIPForSegmentation.coarse_logits`).
         size: (H, W) of the photo.
-        query_to_class, num_classes, logit_scale, prob_thd, area_thd: post-processing (SPEC §3).
-        renormalise: the stored scores are divided by their sum over classes (NACLIP), after labels.
-        pamr_steps, pamr_dilations: PAMR at full size (0 steps = off).
+        query_to_class, num_classes: which class each query belongs to, and how many classes there are.
+        post: the segmentor's post-processing (thresholds, PAMR, NACLIP's renormalisation).
         image: 3×h'×w' the normalised inference input; PAMR's affinities come from it resized to `size`.
         block_bytes: working memory aimed at per block.
     """
@@ -87,12 +87,7 @@ class FullSizePrediction:
     size: tuple[int, int]
     query_to_class: Tensor
     num_classes: int
-    logit_scale: float
-    prob_thd: float = 0.0
-    area_thd: float | None = None
-    renormalise: bool = False
-    pamr_steps: int = 0
-    pamr_dilations: Sequence[int] = (8, 16)
+    post: PostProcessing
     image: Tensor | None = None
     block_bytes: int = BLOCK_BYTES
     _keep: Tensor | None = field(default=None, init=False, repr=False)
@@ -100,14 +95,14 @@ class FullSizePrediction:
     @property
     def pamr_reach(self) -> int:
         """How far PAMR's result at a pixel looks: steps × the largest dilation."""
-        return self.pamr_steps * max(self.pamr_dilations) if self.pamr_steps > 0 else 0
+        return self.post.pamr_steps * max(self.post.pamr_stride) if self.post.pamr_steps > 0 else 0
 
     def blocks(self) -> Iterator[tuple[Span, Span]]:
         """(rows, cols) of blocks that cover the image: full-width strips, or square tiles with PAMR."""
         height, width = self.size
         per_pixel = self.logits.shape[0] * 4 * MAPS_PER_BLOCK
         pixels = max(1, self.block_bytes // per_pixel)
-        if self.pamr_steps > 0:
+        if self.post.pamr_steps > 0:
             side = max(MIN_TILE, math.isqrt(PAMR_TILE_FACTOR * pixels))
             for rows in spans(height, side):
                 for cols in spans(width, side):
@@ -118,14 +113,14 @@ class FullSizePrediction:
 
     def query_block(self, rows: Span, cols: Span) -> Tensor:
         """Q×R×W full-size query logits of one block (refined with PAMR when it is on)."""
-        if self.pamr_steps <= 0:
+        if self.post.pamr_steps <= 0:
             return resize_block(self.logits, self.size, rows, cols)
         reach = self.pamr_reach
         height, width = self.size
         around_rows = (max(rows[0] - reach, 0), min(rows[1] + reach, height))
         around_cols = (max(cols[0] - reach, 0), min(cols[1] + reach, width))
         image = resize_block(self.image, self.size, around_rows, around_cols)[None]
-        affinity = pixel_affinities(image, self.pamr_dilations)
+        affinity = pixel_affinities(image, self.post.pamr_stride)
         inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
                   slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
         region = (around_rows[1] - around_rows[0]) * (around_cols[1] - around_cols[0])
@@ -133,53 +128,42 @@ class FullSizePrediction:
         refined = []
         for start in range(0, self.logits.shape[0], chunk):
             scores = resize_block(self.logits[start : start + chunk], self.size, around_rows, around_cols)[None]
-            for _ in range(self.pamr_steps):
-                step = torch.zeros_like(scores)
-                for index, shifted in enumerate(neighbours(scores, self.pamr_dilations)):
-                    step.addcmul_(affinity[:, index : index + 1], shifted)  # as scclip.pamr.pamr does
-                scores = step
+            scores = refine(scores, affinity, self.post.pamr_steps, self.post.pamr_stride)
             refined.append(scores[0][:, inside[0], inside[1]])
         return torch.cat(refined)
 
     def class_block(self, rows: Span, cols: Span) -> Tensor:
         """C×R×W class scores of one block, before `area_thd`."""
-        return class_scores(self.query_block(rows, cols), self.query_to_class, self.num_classes, self.logit_scale)
+        return self.post.scores(self.query_block(rows, cols), self.query_to_class, self.num_classes)
 
     def keep(self) -> Tensor | None:
         """Which classes survive `area_thd` (first pass over the whole image); None without it."""
-        if self.area_thd is None:
+        if self.post.area_thd is None:
             return None
         if self._keep is None:
-            counts = torch.zeros(self.num_classes, dtype=torch.int64, device=self.logits.device)
+            areas = torch.zeros(self.num_classes, dtype=torch.int64, device=self.logits.device)
             for rows, cols in self.blocks():
-                best = self.class_block(rows, cols).max(dim=0).indices
-                counts += torch.bincount(best.flatten(), minlength=self.num_classes)
-            area = counts[1:].float()
-            self._keep = area > self.area_thd * area.sum()
+                areas += class_areas(self.class_block(rows, cols))
+            self._keep = self.post.keep(areas)
         return self._keep
 
-    def suppressed_block(self, rows: Span, cols: Span) -> Tensor:
-        """C×R×W class scores of one block with the classes `area_thd` removes set to zero."""
-        scores = self.class_block(rows, cols)
+    def finished_blocks(self) -> Iterator[tuple[Span, Span, Tensor, Tensor]]:
+        """(rows, cols, stored C×R×W class scores, R×W labels) of every block."""
         keep = self.keep()
-        if keep is not None:
-            scores[1:] *= keep.to(scores.dtype)[:, None, None]
-        return scores
+        for rows, cols in self.blocks():
+            scores, pred = self.post.finish(self.class_block(rows, cols), keep)
+            yield rows, cols, scores, pred[0]
 
     def labels(self) -> np.ndarray:
         """H×W int64 labels."""
         result = np.empty(self.size, dtype=np.int64)
-        for rows, cols in self.blocks():
-            pred = labels(self.suppressed_block(rows, cols), self.prob_thd)[0]
+        for rows, cols, _, pred in self.finished_blocks():
             result[rows[0] : rows[1], cols[0] : cols[1]] = pred.cpu().numpy()
         return result
 
     def scores(self) -> np.ndarray:
         """C×H×W float32 post-processed class scores: C × H × W × 4 bytes (allocated whole)."""
         result = np.empty((self.num_classes, *self.size), dtype=np.float32)
-        for rows, cols in self.blocks():
-            scores = self.suppressed_block(rows, cols)
-            if self.renormalise:
-                scores = renormalise(scores)
+        for rows, cols, scores, _ in self.finished_blocks():
             result[:, rows[0] : rows[1], cols[0] : cols[1]] = scores.cpu().numpy()
         return result

@@ -1,4 +1,4 @@
-"""Pixel-adaptive mask refinement (PAMR): smooth class scores along image edges (SPEC §3)."""
+"""Pixel-adaptive mask refinement (PAMR): smooth class scores along image edges (docs/method.md#pamr)."""
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -40,14 +40,18 @@ def pixel_affinities(image: torch.Tensor, dilations: Sequence[int]) -> torch.Ten
     return logits.mean(dim=1).softmax(dim=1)
 
 
-@torch.no_grad()
-def pamr(image: torch.Tensor, scores: torch.Tensor, steps: int, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
-    """Refine B×Q×h×w scores with the affinities of the B×K×H×W image; returns B×Q×H×W."""
-    scores = F.interpolate(scores, size=image.shape[-2:], mode="bilinear", align_corners=True)
-    affinity = pixel_affinities(image.to(scores.dtype), dilations)  # B×P×H×W
+def refine(scores: torch.Tensor, affinity: torch.Tensor, steps: int, dilations: Sequence[int]) -> torch.Tensor:
+    """`steps` times, each score becomes the affinity-weighted sum of its neighbours' (B×Q×H×W)."""
     for _ in range(steps):
         refined = torch.zeros_like(scores)
         for index, shifted in enumerate(neighbours(scores, dilations)):
             refined.addcmul_(affinity[:, index : index + 1], shifted)
         scores = refined
     return scores
+
+
+@torch.no_grad()
+def pamr(image: torch.Tensor, scores: torch.Tensor, steps: int, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+    """Refine B×Q×h×w scores with the affinities of the B×K×H×W image; returns B×Q×H×W."""
+    scores = F.interpolate(scores, size=image.shape[-2:], mode="bilinear", align_corners=True)
+    return refine(scores, pixel_affinities(image.to(scores.dtype), dilations), steps, dilations)

@@ -1,4 +1,12 @@
-"""From query logits to class scores and labels (SPEC §3, post-processing per image)."""
+"""From query logits to class scores and labels: the one definition every prediction path calls.
+
+The benchmark path (`SCCLIPForSegmentation.postprocess_result`) runs it on a whole image; the
+full-size photo path (`scclip.fullres`) runs the same functions block by block, with the class
+areas that `area_thd` needs counted in a first pass. See docs/method.md#post-processing.
+"""
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -12,13 +20,27 @@ def class_scores(query_logits: Tensor, query_to_class: Tensor, num_classes: int,
     return probs.new_zeros(num_classes, *probs.shape[1:]).scatter_reduce_(0, index, probs, "amax")
 
 
+def class_areas(scores: Tensor) -> Tensor:
+    """Pixels whose best class is each class (C, int64): summed over blocks, the areas of the whole image."""
+    return torch.bincount(scores.max(dim=0).indices.flatten(), minlength=scores.shape[0])
+
+
+def surviving_classes(areas: Tensor, area_thd: float) -> Tensor:
+    """Which classes ≥ 1 keep their scores: area above area_thd × the area of all classes ≥ 1 (C−1, bool)."""
+    foreground = areas[1:].float()
+    return foreground > area_thd * foreground.sum()
+
+
+def suppress(scores: Tensor, keep: Tensor) -> Tensor:
+    """The scores with every class ≥ 1 that `keep` drops set to zero (a new tensor)."""
+    scores = scores.clone()
+    scores[1:] *= keep.to(scores.dtype)[:, None, None]
+    return scores
+
+
 def suppress_small_classes(scores: Tensor, area_thd: float) -> Tensor:
     """Zero the scores of classes ≥ 1 whose argmax area is not above area_thd × the area of all classes ≥ 1."""
-    area = torch.bincount(scores.max(dim=0).indices.flatten(), minlength=scores.shape[0])[1:].float()
-    keep = (area > area_thd * area.sum()).to(scores.dtype)
-    scores = scores.clone()
-    scores[1:] *= keep[:, None, None]
-    return scores
+    return suppress(scores, surviving_classes(class_areas(scores), area_thd))
 
 
 def labels(scores: Tensor, prob_thd: float) -> Tensor:
@@ -31,3 +53,45 @@ def labels(scores: Tensor, prob_thd: float) -> Tensor:
 def renormalise(scores: Tensor) -> Tensor:
     """Class scores divided by their sum over classes, per pixel (NACLIP stores these, after labels are taken)."""
     return scores / scores.sum(dim=0, keepdim=True)
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    """Everything between full-size query logits and a prediction, for one segmentor.
+
+    Attributes:
+        logit_scale: temperature of the softmax over queries.
+        prob_thd: pixels whose best class score is below this become class 0.
+        area_thd: classes ≥ 1 whose predicted area is at most this share of the foreground lose
+            (None: off).
+        pamr_steps, pamr_stride: PAMR on the full-size logits (0 steps: off) and its dilations.
+        renormalise: the stored scores are divided by their sum over classes, after the labels (NACLIP).
+    """
+
+    logit_scale: float
+    prob_thd: float = 0.0
+    area_thd: float | None = None
+    pamr_steps: int = 0
+    pamr_stride: Sequence[int] = (8, 16)
+    renormalise: bool = False
+
+    def scores(self, query_logits: Tensor, query_to_class: Tensor, num_classes: int) -> Tensor:
+        """C×H×W class scores of Q×H×W full-size query logits (before `area_thd`)."""
+        return class_scores(query_logits, query_to_class, num_classes, self.logit_scale)
+
+    def keep(self, areas: Tensor) -> Tensor | None:
+        """The classes `area_thd` keeps, from the whole image's class areas; None when it is off."""
+        return None if self.area_thd is None else surviving_classes(areas, self.area_thd)
+
+    def finish(self, scores: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(stored class scores, 1×H×W labels) of class scores, given the classes `area_thd` keeps."""
+        if keep is not None:
+            scores = suppress(scores, keep)
+        pred = labels(scores, self.prob_thd)
+        return (renormalise(scores) if self.renormalise else scores), pred
+
+    def __call__(self, query_logits: Tensor, query_to_class: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+        """(stored class scores, 1×H×W labels) of one image's Q×H×W full-size query logits."""
+        scores = self.scores(query_logits, query_to_class, num_classes)
+        keep = self.keep(class_areas(scores)) if self.area_thd is not None else None
+        return self.finish(scores, keep)

@@ -1,4 +1,4 @@
-"""SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (SPEC §3, §6)."""
+"""SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (docs/method.md#the-segmentor)."""
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -20,7 +20,7 @@ from .clip.loading import default_device
 from .errors import InputError, VocabularyError
 from .methods import check_setting_names, get_method, resolve_settings
 from .pamr import pamr
-from .postprocess import class_scores, labels, renormalise, suppress_small_classes
+from .postprocess import PostProcessing
 from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
 from .windows import patch_padding, sliding_windows
@@ -46,13 +46,17 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
         inputs = data["inputs"]
         if self.channel_conversion and inputs[0].size(0) == 3:
             inputs = [image[[2, 1, 0], ...] for image in inputs]
-        inputs = [(image.float() - self.mean) / self.std for image in inputs]
-        height = max(image.shape[-2] for image in inputs)
-        width = max(image.shape[-1] for image in inputs)
-        batch = inputs[0].new_zeros(len(inputs), inputs[0].shape[0], height, width)
-        for index, image in enumerate(inputs):
+        return dict(inputs=self.normalise(inputs), data_samples=data.get("data_samples"))
+
+    def normalise(self, images: Sequence[Tensor]) -> Tensor:
+        """B×3×H×W normalised batch of 3×h×w RGB pixel tensors (0–255), zero-padded to the largest."""
+        images = [(image.to(self.device).float() - self.mean) / self.std for image in images]
+        height = max(image.shape[-2] for image in images)
+        width = max(image.shape[-1] for image in images)
+        batch = images[0].new_zeros(len(images), images[0].shape[0], height, width)
+        for index, image in enumerate(images):
             batch[index, :, : image.shape[-2], : image.shape[-1]] = image
-        return dict(inputs=batch, data_samples=data.get("data_samples"))
+        return batch
 
 
 def default_preprocessor(clip_model: CLIP) -> SCCLIPDataPreProcessor:
@@ -133,6 +137,19 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise VocabularyError("give exactly one of name_path (a vocabulary file) and vocabulary (a list of lines)")
         if precision not in ("auto", "fp32", *HALF_DTYPES):
             raise InputError(f"precision={precision!r} is not one of 'auto', 'fp32', 'fp16', 'bf16'")
+        # Types first, so that a string from a config ('abc') gets a message, not a comparison's TypeError.
+        numbers = dict(prob_thd=prob_thd, logit_scale=logit_scale, area_thd=0.0 if area_thd is None else area_thd)
+        counts = dict(pamr_steps=pamr_steps, slide_stride=slide_stride, slide_crop=slide_crop,
+                      crop_batch_size=crop_batch_size, text_batch_size=text_batch_size)
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not hasattr(value, "__float__"):
+                raise InputError(f"{name}={value!r} must be a number")
+        for name, value in counts.items():
+            if isinstance(value, bool) or not hasattr(value, "__index__"):
+                raise InputError(f"{name}={value!r} must be a whole number")
+        if pamr_steps < 0 or crop_batch_size < 1 or text_batch_size < 1:
+            raise InputError(f"pamr_steps={pamr_steps} must be at least 0, crop_batch_size={crop_batch_size} and "
+                             f"text_batch_size={text_batch_size} at least 1")
         if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
             raise InputError(f"slide_crop={slide_crop} and slide_stride={slide_stride} must be positive (slide_crop=0: whole image)")
         if not 0 <= prob_thd <= 1:
@@ -184,18 +201,17 @@ class SCCLIPForSegmentation(BaseSegmentor):
             "query_to_class", torch.tensor(self.vocabulary.query_to_class, device=device), persistent=False
         )
         self.precision = precision
-        self.pamr_steps = pamr_steps
-        self.pamr_stride = tuple(pamr_stride)
-        self.prob_thd = prob_thd
-        self.logit_scale = logit_scale
+        self.post = PostProcessing(
+            logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd, pamr_steps=pamr_steps,
+            pamr_stride=tuple(pamr_stride), renormalise=spec.renormalise_scores,
+        )
         self.slide_stride = slide_stride
         self.slide_crop = slide_crop
-        self.area_thd = area_thd
         self.pad_to_patch = pad_to_patch
         self.crop_batch_size = crop_batch_size
         self.method_settings = dict(
             method=method, slide_crop=slide_crop, slide_stride=slide_stride, logit_scale=logit_scale,
-            prob_thd=prob_thd, area_thd=area_thd, pamr_steps=pamr_steps, pamr_stride=list(self.pamr_stride),
+            prob_thd=prob_thd, area_thd=area_thd, pamr_steps=pamr_steps, pamr_stride=list(self.post.pamr_stride),
             pad_to_patch=pad_to_patch, **own_settings,
         )
         self.requires_grad_(False)  # training-free: also keeps DDP wrappers from syncing gradients
@@ -245,8 +261,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
             return features, [mask.nonzero().flatten() for mask in anomalies]
         return features
 
-    def crop_logits(self, crops: Tensor, size: tuple[int, int] | None = None, pad: bool = False) -> Tensor:
-        """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size).
+    def crop_logits(self, crops: Tensor, size: tuple[int, int] | str | None = None, pad: bool = False) -> Tensor:
+        """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size;
+        'grid': not resized, one logit per patch).
 
         With `pad`, a crop whose sides are not patch multiples is zero-padded to them first, and
         its logits are resized to the padded size and cut back to the crop (ClearCLIP's windows).
@@ -259,6 +276,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         features = self.dense_features(crops)  # B×N×D
         logits = (features @ self.query_features.T).transpose(1, 2)  # B×Q×N
         logits = logits.reshape(crops.shape[0], -1, *grid)
+        if size == "grid":
+            return logits
         logits = F.interpolate(logits, size=crops.shape[-2:] if pad else size or crops.shape[-2:],
                                mode="bilinear", align_corners=False)
         if pad:
@@ -286,28 +305,38 @@ class SCCLIPForSegmentation(BaseSegmentor):
         return [total / count for total, count in zip(sums, counts)]
 
     @torch.no_grad()
-    def query_logits(self, inputs: Tensor, metas: Sequence[dict]) -> list[Tensor]:
-        """Per image Q×H×W query cosine logits at its `ori_shape` (PAMR applied when enabled)."""
+    def coarse_logits(self, inputs: Tensor, metas: Sequence[dict]) -> list[tuple[Tensor, Tensor]]:
+        """Per image: Q×h×w query logits before the final resize, and the 3×H'×W' input they came from.
+
+        The logits are at the input size with windows (and for methods that resize through the
+        input size), else at the patch grid; `full_size_logits` (or `scclip.fullres` for photos, in
+        blocks) resizes them to the original size and applies PAMR.
+        """
         inputs = self._check_images(inputs)
         images = [image[:, : meta["img_shape"][0], : meta["img_shape"][1]] for image, meta in zip(inputs, metas)]
         if self.slide_crop > 0:
             logits = self._sliding_logits(images)
         else:
             # Whole image: one crop, never padded; NACLIP resizes through the input size first.
-            through_input = self.method_spec.resize_through_input
-            logits = [self.crop_logits(image[None], size=None if through_input else tuple(meta["ori_shape"][:2]))[0]
-                      for image, meta in zip(images, metas)]
-        results = []
-        for image, meta, image_logits in zip(images, metas, logits):
-            size = tuple(meta["ori_shape"][:2])
-            image_logits = image_logits[None]
-            if image_logits.shape[-2:] != size:
-                image_logits = F.interpolate(image_logits, size=size, mode="bilinear", align_corners=False)
-            if self.pamr_steps > 0:
-                resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
-                image_logits = pamr(resized, image_logits, self.pamr_steps, self.pamr_stride)
-            results.append(image_logits[0])
-        return results
+            size = None if self.method_spec.resize_through_input else "grid"
+            logits = [self.crop_logits(image[None], size=size)[0] for image in images]
+        return list(zip(logits, images))
+
+    def full_size_logits(self, logits: Tensor, image: Tensor, size: tuple[int, int]) -> Tensor:
+        """Q×H×W logits at the original `size`: bilinear from the coarse logits, then PAMR when enabled."""
+        logits = logits[None]
+        if logits.shape[-2:] != size:
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+        if self.post.pamr_steps > 0:
+            resized = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)
+            logits = pamr(resized, logits, self.post.pamr_steps, self.post.pamr_stride)
+        return logits[0]
+
+    @torch.no_grad()
+    def query_logits(self, inputs: Tensor, metas: Sequence[dict]) -> list[Tensor]:
+        """Per image Q×H×W query cosine logits at its `ori_shape` (PAMR applied when enabled)."""
+        return [self.full_size_logits(logits, image, tuple(meta["ori_shape"][:2]))
+                for (logits, image), meta in zip(self.coarse_logits(inputs, metas), metas)]
 
     @staticmethod
     def _metas(inputs: Tensor, data_samples: Sequence[SegDataSample] | None) -> list[dict]:
@@ -334,12 +363,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         for logits, sample in zip(query_logits, data_samples):
             if logits.shape[0] != len(self.query_to_class):
                 raise InputError(f"query logits have {logits.shape[0]} channels, the vocabulary has {len(self.query_to_class)} queries")
-            scores = class_scores(logits, self.query_to_class, self.num_classes, self.logit_scale)
-            if self.area_thd is not None:
-                scores = suppress_small_classes(scores, self.area_thd)
-            pred = labels(scores, self.prob_thd)
-            if self.method_spec.renormalise_scores:
-                scores = renormalise(scores)
+            scores, pred = self.post(logits, self.query_to_class, self.num_classes)
             sample.set_data(dict(seg_logits=PixelData(data=scores), pred_sem_seg=PixelData(data=pred)))
         return list(data_samples)
 

@@ -116,7 +116,7 @@ def test_config_builds_its_model(config, benchmark, expected, tiny_checkpoint_pa
                                               "multi_end_idx", "res_cls")} == {
         key: expected[key] for key in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx",
                                        "multi_end_idx", "res_cls")}
-    assert (model.logit_scale, model.prob_thd, model.area_thd) == (
+    assert (model.post.logit_scale, model.post.prob_thd, model.post.area_thd) == (
         expected["logit_scale"], expected["prob_thd"], expected["area_thd"])
 
 

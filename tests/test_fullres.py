@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from scclip.fullres import FullSizePrediction, resize_block
 from scclip.pamr import pamr
-from scclip.postprocess import class_scores, labels, renormalise, suppress_small_classes
+from scclip.postprocess import PostProcessing, class_scores, labels, renormalise, suppress_small_classes
 
 TIE_ATOL = 1e-5
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +23,15 @@ BEYOND_MODEL_LIMIT_MIB = 1024
 def whole_image(prediction: FullSizePrediction) -> tuple[np.ndarray, np.ndarray]:
     """Labels and scores the way the segmentor computes them: everything at full size at once."""
     logits = F.interpolate(prediction.logits[None], size=prediction.size, mode="bilinear", align_corners=False)
-    if prediction.pamr_steps > 0:
+    post = prediction.post
+    if post.pamr_steps > 0:
         image = F.interpolate(prediction.image[None], size=prediction.size, mode="bilinear", align_corners=False)
-        logits = pamr(image, logits, prediction.pamr_steps, prediction.pamr_dilations)
-    scores = class_scores(logits[0], prediction.query_to_class, prediction.num_classes, prediction.logit_scale)
-    if prediction.area_thd is not None:
-        scores = suppress_small_classes(scores, prediction.area_thd)
-    pred = labels(scores, prediction.prob_thd)[0]
-    if prediction.renormalise:
+        logits = pamr(image, logits, post.pamr_steps, post.pamr_stride)
+    scores = class_scores(logits[0], prediction.query_to_class, prediction.num_classes, post.logit_scale)
+    if post.area_thd is not None:
+        scores = suppress_small_classes(scores, post.area_thd)
+    pred = labels(scores, post.prob_thd)[0]
+    if post.renormalise:
         scores = renormalise(scores)
     return pred.numpy(), scores.numpy()
 
@@ -62,8 +63,9 @@ def test_resize_block_is_interpolate(coarse_size, size):
 def test_strips_equal_the_whole_image(area_thd, prob_thd, renormalise_scores):
     query_to_class = torch.tensor([0, 0, 1, 2, 3, 3, 4])
     prediction = FullSizePrediction(
-        coarse(7, 40, 52), (203, 257), query_to_class, 5, logit_scale=50, prob_thd=prob_thd, area_thd=area_thd,
-        renormalise=renormalise_scores, block_bytes=7 * 4 * 4 * 257 * 9,  # 9-row strips
+        coarse(7, 40, 52), (203, 257), query_to_class, 5,
+        PostProcessing(logit_scale=50, prob_thd=prob_thd, area_thd=area_thd, renormalise=renormalise_scores),
+        block_bytes=7 * 4 * 4 * 257 * 9,  # 9-row strips
     )
     assert len(list(prediction.blocks())) == 23
     expected_labels, expected_scores = whole_image(prediction)
@@ -78,8 +80,8 @@ def test_pamr_tiles_equal_pamr_on_the_whole_image():
     generator = torch.Generator().manual_seed(1)
     image = torch.randn(3, 60, 76, generator=generator)
     prediction = FullSizePrediction(
-        coarse(4, 60, 76, seed=2), (height, width), torch.arange(4), 4, logit_scale=40,
-        pamr_steps=3, pamr_dilations=(2, 4), image=image, block_bytes=4 * 4 * 40 * 40,
+        coarse(4, 60, 76, seed=2), (height, width), torch.arange(4), 4,
+        PostProcessing(logit_scale=40, pamr_steps=3, pamr_stride=(2, 4)), image=image, block_bytes=4 * 4 * 40 * 40,
     )
     tiles = list(prediction.blocks())
     assert prediction.pamr_reach == 12 and len(tiles) == 20  # 40-pixel tiles, each refined with 12 pixels around
