@@ -8,9 +8,16 @@
 
 Writes image | prediction | overlay with a legend to outputs/<image name>_scclip.png and prints
 where. Problems with the input are reported in one line, starting with "error:". Outputs never
-replace an input, and the demo's own outputs in a folder are not segmented again.
+replace an input, and the demo's own outputs in the output folder are not segmented again.
+
+In a folder, every image is tried: one that fails (unreadable, damaged, anything it raises) is
+named in one line with its size where known and the reason, and the exit status is 1. Each real
+file is segmented once: links to folders are not followed, a link to an image file is segmented
+under its own name unless its target is segmented already, and broken or looping links are listed
+as skipped (which is not a failure). Very thin images (1×5000) are segmented too.
 """
 import argparse
+import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -107,6 +114,65 @@ def written_paths(picture: Path, save_mask: bool) -> list[Path]:
     return [picture, mask, mask.with_suffix(".json")]
 
 
+def is_own_output(image: Path, out_folder: Path) -> bool:
+    """An earlier output of this demo where this run writes its own: named like one, and inside the
+    output folder. Elsewhere such a name is just the user's image and is segmented."""
+    if not image.name.lower().endswith(OWN_SUFFIXES):
+        return False
+    return image.parent.resolve().is_relative_to(out_folder.resolve())
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line (library messages may span several), shortened to `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def failure_message(image: Path, error: Exception) -> str:
+    """One line for an image that could not be segmented: the file, its size where known, the reason.
+
+    Errors of scclip name the file and say what to do; anything else a strange image can make a
+    library raise is named by its type, so that it can still be told apart.
+    """
+    from scclip.errors import ScclipError
+    from scclip.imageio import describe_size, stored_size
+
+    reason = one_line(str(error)) or "no message"
+    if not isinstance(error, ScclipError):
+        reason = f"{type(error).__name__}: {reason}"
+    if str(image) in reason:
+        return reason
+    size = stored_size(image)
+    return f"{image}{f' ({describe_size(size)})' if size else ''}: {reason}"
+
+
+def missing_folders(path: Path) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first: writing it will create them."""
+    missing = []
+    for folder in path.absolute().parents:
+        if folder.exists():
+            break
+        missing.append(folder)
+    return missing
+
+
+def save_outputs(result, target: Path, save_mask: bool) -> list[Path]:
+    """Write the picture (and with `save_mask` the mask and its JSON) of one image; when one of
+    them cannot be written, those this call created are removed again, so no half set is left."""
+    paths = written_paths(target, save_mask)
+    fresh = [path for path in paths if not path.exists()]
+    try:
+        saved = [result.save(target)]
+        if save_mask:
+            saved += result.save_mask(paths[1])
+    except BaseException:
+        for path in fresh:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
+    return saved
+
+
 def ablated_switches(text: str | None, method: str) -> dict[str, bool]:
     """--ablate 'a,b' → {'a': False, 'b': False}, each an SC-CLIP switch name."""
     from scclip.errors import InputError
@@ -150,17 +216,21 @@ def run(args: argparse.Namespace) -> int:
     switches = ablated_switches(args.ablate, args.method)
 
     image_path = args.image or SAMPLE_IMAGE
-    if image_path.is_dir():
+    folder_mode = image_path.is_dir()
+    if folder_mode:
         if names_a_file(args.out):
             raise InputError(
                 f"--out {args.out} names a file, but --image {image_path} is a folder: give --out a folder"
             )
+        out_folder = args.out or DEFAULT_OUT_DIR
         images, skipped = scan_folder(image_path, args.recursive)
-        own = [image for image in images if image.name.lower().endswith(OWN_SUFFIXES)]
+        own = [image for image in images if is_own_output(image, out_folder)]
         images = [image for image in images if image not in own]
-        skipped += [(path, f"an output of demo.py (*{PICTURE_SUFFIX}, *{MASK_SUFFIX})") for path in own]
+        skipped += [(path, f"an output of demo.py (*{PICTURE_SUFFIX}, *{MASK_SUFFIX} in the output folder "
+                           f"{out_folder})") for path in own]
         for path, reason in sorted(skipped):
-            hint = ": add --recursive to include it" if "subfolder" in reason else ""
+            hint = (": add --recursive to include it" if "subfolder" in reason
+                    else ": pass it as --image to include it" if "link to a folder" in reason else "")
             print(f"skipped {path}: {reason}{hint}", file=sys.stderr)
         if not images:
             raise ImageError(f"no image to segment in folder {image_path} (skipped files listed above): "
@@ -184,25 +254,30 @@ def run(args: argparse.Namespace) -> int:
     segmenter = Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr,
                           prob_thd=args.prob_thd, slide=not args.no_slide, clip_arch=args.clip_arch,
                           method=args.method, **switches)
+    # Folders this run creates for its outputs; those still empty at the end (nothing written) go again.
+    new_folders = sorted({folder for target in targets for folder in missing_folders(target)}, reverse=True)
     failures = written = 0
     progress = tqdm(list(zip(images, sources, targets)), unit="image", disable=len(images) == 1)
-    for image, source, target in progress:
-        try:
-            result = segmenter(source)
-        except (ImageError, InputError) as error:
-            if len(images) == 1:
-                raise
-            failures += 1
-            message = str(error) if str(image) in str(error) else f"{image}: {error}"
-            progress.write(f"error: skipped {message}", file=sys.stderr)
-            continue
-        paths = [result.save(target)]
-        if args.save_mask:
-            paths += result.save_mask(target.with_name(target.stem + MASK_SUFFIX))
-        written += 1
-        if len(images) == 1:
-            print("\n".join(str(path) for path in paths))
-    if image_path.is_dir():
+    try:
+        for image, source, target in progress:
+            try:
+                paths = save_outputs(segmenter(source), target, args.save_mask)
+            except Exception as error:  # a bad image never stops the others (KeyboardInterrupt still does)
+                if not folder_mode:
+                    if isinstance(error, ScclipError):
+                        raise
+                    raise ScclipError(failure_message(image, error)) from error
+                failures += 1
+                progress.write(f"error: skipped {failure_message(image, error)}", file=sys.stderr)
+                continue
+            written += 1
+            if not folder_mode:
+                print("\n".join(str(path) for path in paths))
+    finally:
+        for folder in new_folders:
+            with contextlib.suppress(OSError):  # not empty: something was written there
+                folder.rmdir()
+    if folder_mode:
         print(f"wrote {written} picture{'s' * (written != 1)} to {args.out or DEFAULT_OUT_DIR}")
     if failures:
         raise ScclipError(f"{failures} of {len(images)} images could not be segmented (see above): fix or remove them")

@@ -15,19 +15,19 @@ import mmcv
 import numpy as np
 import torch
 from mmengine.logging import MMLogger
-from mmseg.structures import SegDataSample
 from PIL import Image
 
 from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.openclip import split_backbone
 from .clip.pretrained import MODEL_URLS
+from .clip.tokenizer import CONTEXT_LENGTH, get_tokenizer
 from .errors import CheckpointError, InputError, VocabularyError
 from .fileio import write_atomically
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image, writable_suffixes
 from .segmentor import SCCLIPForSegmentation
-from .text import Vocabulary
+from .text import SYNONYM_SEPARATOR, Vocabulary, load_templates
 from .visualize import (
     LegendEntry,
     label_image,
@@ -100,11 +100,14 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
         vocab: a vocabulary file in the benchmarks' format (one class per line, synonyms after ', ').
     Raises:
         VocabularyError: no class at all, a malformed or repeated class (names compare
-            case-insensitively), or a class string that yields one class with another separator.
+            case-insensitively), a given name that is also a name of another class, a name too
+            long for CLIP's text context, or a class string that yields one class with another
+            separator.
     """
     lines: list[str] = []
     if vocab is not None:
         lines += [", ".join(names) for names in Vocabulary.from_file(vocab).classes]
+    from_file = len(lines)
     if isinstance(classes, str):
         check_class_string(classes)
         lines += parse_classes(classes)
@@ -112,8 +115,68 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
         lines += [str(line) for line in classes]
     if not any(line.strip() for line in lines):
         raise VocabularyError("no class names given: list some, e.g. 'cat,dog,sky', or give a vocabulary file")
-    Vocabulary.from_lines(lines, source="the classes", unit="class")
+    check_names_given_once(lines, from_file, vocab)
+    vocabulary = Vocabulary.from_lines(lines, source="the classes", unit="class")
+    check_prompt_lengths(vocabulary.queries)
     return lines
+
+
+def check_names_given_once(lines: Sequence[str], from_file: int, vocab: str | os.PathLike | None = None) -> None:
+    """Refuse a name of a given class (every line after the first `from_file`, which come from the
+    vocabulary file `vocab`) that is also a name of another class (names compare case-insensitively).
+
+    Two classes sharing a name split its pixels by ties, which nobody typing classes means; a
+    vocabulary file alone may do it (the published COCO-Object one does; it is only warned about).
+    Malformed and wholly repeated lines are left to `Vocabulary.from_lines`, which names them.
+    """
+    classes = [tuple(name.strip() for name in line.split(SYNONYM_SEPARATOR)) for line in lines]
+    owner: dict[str, int] = {}
+    typed: set[tuple[str, ...]] = set()
+    for index, names in enumerate(classes):
+        folded_names = tuple(name.casefold() for name in names)
+        if not all(names) or folded_names in typed:
+            continue
+        if index >= from_file:
+            typed.add(folded_names)
+        for name in names:
+            folded = name.casefold()
+            first = owner.setdefault(folded, index)
+            if first == index or index < from_file:
+                continue
+            if first < from_file:
+                raise VocabularyError(
+                    f"class name {name!r} is already in vocabulary file {vocab} (line {first + 1}: "
+                    f"{', '.join(classes[first])!r}): give each name once, e.g. drop it from the classes"
+                )
+            raise VocabularyError(
+                f"class name {name!r} is given in two classes ({', '.join(classes[first])!r} and "
+                f"{', '.join(names)!r}): give each name once"
+            )
+
+
+# Tokens a prompt template may add around a name before the exact count is worth taking.
+_PROMPT_LENGTH_MARGIN = 8
+
+
+def check_prompt_lengths(names: Sequence[str], context_length: int = CONTEXT_LENGTH) -> None:
+    """Refuse a class name whose longest prompt does not fit CLIP's text context, before any model
+    loads (the tokenizer is pure Python); otherwise it would be found only while encoding the text.
+    """
+    tokenizer = get_tokenizer()
+    templates = load_templates()
+    # <|startoftext|> and <|endoftext|>, plus the template's own words ('x' stands for the name).
+    added = 2 + max(len(tokenizer.encode(template.replace("{}", "x"))) - 1 for template in templates)
+    for name in names:
+        if len(tokenizer.encode(name)) + added + _PROMPT_LENGTH_MARGIN <= context_length:
+            continue
+        length, template = max((len(tokenizer.encode(template.format(name))) + 2, template) for template in templates)
+        if length > context_length:
+            shown = name if len(name) <= 60 else name[:57] + "..."
+            raise VocabularyError(
+                f"class name {shown!r} is {length - context_length} tokens too long: in the prompt {template!r} "
+                f"it takes {length} tokens, CLIP reads {context_length}: shorten it by at least "
+                f"{length - context_length} tokens (a short word is one token)"
+            )
 
 
 @lru_cache(maxsize=1)
@@ -168,9 +231,16 @@ def load_backbone(
     return len(model.visual.transformer.resblocks), model
 
 
-def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_SCALE) -> np.ndarray:
-    """Keep-ratio bilinear resize so the image fits `scale` (long, short), as mmseg's test `Resize` does."""
-    return mmcv.imrescale(image, scale, interpolation="bilinear", backend="cv2")
+def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_SCALE, min_side: int = 1) -> np.ndarray:
+    """Keep-ratio bilinear resize so the image fits `scale` (long, short), as mmseg's test `Resize` does.
+
+    A side that would come out shorter than `min_side` (one patch; 1×5000 fitted to 2048×336 would
+    be 0×2048) is stretched to `min_side` instead, so that very thin images are segmented too; the
+    prediction is resized back to the image's own size either way.
+    """
+    width, height = mmcv.rescale_size((image.shape[1], image.shape[0]), scale)
+    size = (max(width, min_side), max(height, min_side))
+    return mmcv.imresize(image, size, interpolation="bilinear", backend="cv2")
 
 
 class SegmentationResult:
@@ -326,16 +396,14 @@ class Segmenter:
         else:
             self.depth = len(clip_model.visual.transformer.resblocks)
         self.scale = scale
-        # PAMR runs here, at full size in tiles; the segmentor gives the logits it would refine.
-        self.pamr_steps = options.pop("pamr_steps", PAMR_STEPS if pamr else 0)
-        arguments = dict(prob_thd=prob_thd, slide_crop=224 if slide else 0)
+        arguments = dict(prob_thd=prob_thd, slide_crop=224 if slide else 0, pamr_steps=PAMR_STEPS if pamr else 0)
         arguments.update(options)
         # An open_clip tag stands for the file it was resolved to (the text cache hashes that file).
         checkpoint = getattr(clip_model, "checkpoint_path", None) if clip_arch else None
         self.segmentor = SCCLIPForSegmentation(
             clip_path=str(checkpoint or backbone),
             vocabulary=lines, device=device, method=method, clip_model=clip_model,
-            clip_arch=clip_arch, pamr_steps=0, **arguments,
+            clip_arch=clip_arch, **arguments,
         )
         self.class_names = display_names(lines)
         self.colours = palette(self.segmentor.num_classes)
@@ -348,34 +416,18 @@ class Segmenter:
     def device(self) -> torch.device:
         return self.segmentor.device
 
-    def coarse_shape(self, height: int, width: int) -> tuple[int, int]:
-        """The size the segmentor's logits are bilinearly resized from to the photo's size: the
-        inference input's, or in whole-image mode the patch grid's (except for methods that resize
-        through the input size)."""
-        through_input = getattr(self.segmentor.method_spec, "resize_through_input", False)
-        if self.segmentor.slide_crop > 0 or through_input:
-            return height, width
-        return tuple(self.segmentor.encoder.visual.grid_size(height, width))
-
     @torch.no_grad()
     def __call__(self, image: ImageSource) -> SegmentationResult:
         """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
         rgb = read_image(image)
-        resized = resize_for_inference(rgb, self.scale)
+        resized = resize_for_inference(rgb, self.scale, min_side=self.segmentor.encoder.patch_size)
         height, width = resized.shape[:2]
-        bgr = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1].transpose(2, 0, 1)))
-        sample = SegDataSample(metainfo=dict(ori_shape=rgb.shape[:2], img_shape=(height, width)))
-        inputs = self.segmentor.data_preprocessor(dict(inputs=[bgr], data_samples=[sample]), False)["inputs"]
-        meta = dict(img_shape=(height, width), ori_shape=self.coarse_shape(height, width))
-        logits = self.segmentor.query_logits(inputs, [meta])[0]
+        pixels = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+        inputs = self.segmentor.data_preprocessor.normalise([pixels])
+        ((logits, image),) = self.segmentor.coarse_logits(inputs, [dict(img_shape=(height, width))])
         segmentor = self.segmentor
-        prediction = FullSizePrediction(
-            logits, rgb.shape[:2], segmentor.query_to_class, segmentor.num_classes, segmentor.logit_scale,
-            prob_thd=segmentor.prob_thd, area_thd=segmentor.area_thd,
-            renormalise=getattr(segmentor.method_spec, "renormalise_scores", False),
-            pamr_steps=self.pamr_steps, pamr_dilations=segmentor.pamr_stride,
-            image=inputs[0, :, :height, :width] if self.pamr_steps > 0 else None,
-        )
+        prediction = FullSizePrediction(logits, rgb.shape[:2], segmentor.query_to_class, segmentor.num_classes,
+                                        segmentor.post, image=image)
         return SegmentationResult(
             image=rgb,
             labels=prediction.labels(),

@@ -5,7 +5,9 @@ PIL images or as numpy arrays; the segmentor wants one thing. Transparent pixels
 onto white, the way most viewers show them, so that undefined colours under alpha 0 (often black
 or junk) are not segmented as if they were visible.
 """
+import errno
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +49,41 @@ def _read_file(path: Path) -> np.ndarray:
         raise ImageError(f"image file not found: {path}: check the path")
     if path.is_dir():
         raise ImageError(f"{path} is a folder, not an image file: pass an image file")
+    if not path.is_file():  # opening a pipe would wait for a writer for ever
+        raise ImageError(f"{path} is not a regular file (a pipe, socket or device): pass an image file")
+    size = ""
     try:
         with Image.open(path) as image:
+            size = f" ({describe_size(image.size)})"
             image.load()
             return pil_to_rgb(image)
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image that can be read: use a JPEG, PNG, WebP or BMP file") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"{path} is too large to decode safely ({error}): downscale it first") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path} is damaged or truncated ({error}): re-save or re-download it") from None
+    except PermissionError:
+        raise ImageError(f"{path} cannot be read: permission denied: make it readable (chmod +r) or copy it") from None
+    except OSError as error:
+        if error.errno is not None:  # the system could not read the file; Pillow's decoding errors carry no errno
+            raise ImageError(f"{path} cannot be read: {error.strerror}: check the file and its disk") from None
+        raise ImageError(f"{path}{size} is damaged or truncated ({error}): re-save or re-download it") from None
+    except (SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}{size} is damaged or truncated ({error}): re-save or re-download it") from None
+
+
+def describe_size(size: tuple[int, int]) -> str:
+    """(width, height) as the user's image viewer says it: '1×5000 pixels'."""
+    return f"{size[0]}×{size[1]} pixels"
+
+
+def stored_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from an image file's header (nothing is decoded), or None when it has none
+    that Pillow reads: so that a failure can name the size of the image it happened to."""
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # any reason the header cannot be read just means the size is unknown
+        return None
 
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
@@ -137,23 +164,93 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 def scan_folder(folder: str | os.PathLike, recursive: bool = False) -> tuple[list[Path], list[tuple[Path, str]]]:
     """The image files in a folder (and its subfolders when `recursive`), sorted, and every other
-    entry with the reason it is not one, so that nothing is left out silently."""
-    images, skipped = [], []
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_dir():
-            if recursive:
-                inner_images, inner_skipped = scan_folder(path, recursive)
-                images += inner_images
-                skipped += inner_skipped
-            else:
+    entry with the reason it is not one, so that nothing is left out silently.
+
+    Each real file is visited once. Links to folders are never followed: they can lead out of the
+    folder, or back into it and round for ever. A link to an image file is taken under its own name,
+    wherever its target lies, unless that target is already taken (as itself or through an earlier
+    link: files come before links, then sorted order); hard links to one file count once as well.
+    Broken and looping links, pipes and devices (reading one could block) are listed as skipped.
+
+    Raises:
+        ImageError: the folder itself cannot be read.
+    """
+    root = Path(folder)
+    try:
+        folders = {_file_key(root.stat()): root}
+    except OSError as error:
+        raise ImageError(f"cannot read folder {root}: {error.strerror}: check the path and its permissions") from None
+    found: list[tuple[Path, tuple[int, int], bool]] = []  # (path, real file, reached through a link)
+    skipped: list[tuple[Path, str]] = []
+    stack = [iter(_entries(root, skipped))]
+    while stack:
+        path = next(stack[-1], None)
+        if path is None:
+            stack.pop()
+            continue
+        try:
+            info = path.lstat()
+            is_link = stat.S_ISLNK(info.st_mode)
+            if is_link:
+                info = path.stat()
+        except OSError as error:
+            skipped.append((path, _unreadable_entry(path, error)))
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            key = _file_key(info)
+            if is_link:
+                skipped.append((path, "a link to a folder (not followed: it could lead out of the folder or "
+                                      "back into it)"))
+            elif not recursive:
                 skipped.append((path, "a subfolder (not searched without recursion)"))
+            elif key in folders:
+                skipped.append((path, f"the same folder as {folders[key]} (searched once)"))
+            else:
+                folders[key] = path
+                stack.append(iter(_entries(path, skipped)))
         elif path.name.startswith("."):
             skipped.append((path, "a hidden file"))
         elif path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append((path, f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"))
+        elif not stat.S_ISREG(info.st_mode):
+            skipped.append((path, "not a regular file (a pipe, socket or device)"))
         else:
-            images.append(path)
-    return images, skipped
+            found.append((path, _file_key(info), is_link))
+    taken: dict[tuple[int, int], Path] = {}
+    for through_link in (False, True):
+        for path, key, is_link in found:
+            if is_link != through_link:
+                continue
+            if key in taken:
+                same = f"a link to {taken[key]}" if is_link else f"the same file as {taken[key]} (a hard link)"
+                skipped.append((path, f"{same}, which is taken already"))
+            else:
+                taken[key] = path
+    images = [path for path, key, _ in found if taken[key] == path]
+    return images, sorted(skipped)
+
+
+def _file_key(info: os.stat_result) -> tuple[int, int]:
+    """What tells real files apart, whatever their names and links: device and inode."""
+    return info.st_dev, info.st_ino
+
+
+def _entries(folder: Path, skipped: list[tuple[Path, str]]) -> list[Path]:
+    """A folder's entries, sorted; an unreadable folder is listed in `skipped` instead of stopping the walk."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as error:
+        skipped.append((folder, f"a folder that cannot be read ({error.strerror})"))
+        return []
+
+
+def _unreadable_entry(path: Path, error: OSError) -> str:
+    """Why `path` (whose lstat or stat failed) cannot be taken, for the list of skipped files."""
+    if error.errno == errno.ELOOP:
+        return "a link that loops (following it never reaches a file)"
+    if path.is_symlink() and error.errno == errno.ENOENT:
+        return f"a broken link (its target {os.readlink(path)} does not exist)"
+    return f"cannot be read ({error.strerror})"
 
 
 def writable_suffixes() -> set[str]:

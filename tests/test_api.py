@@ -135,18 +135,19 @@ def test_tiny_image(segmenter):
 
 def test_large_image_is_resized_for_inference_and_predicted_at_full_size(segmenter, monkeypatch):
     seen = []
-    query_logits = segmenter.segmentor.query_logits
+    coarse_logits = segmenter.segmentor.coarse_logits
 
     def spy(inputs, metas):
-        seen.append((tuple(inputs.shape), metas[0]))
-        return query_logits(inputs, metas)
+        logits = coarse_logits(inputs, metas)
+        seen.append((tuple(inputs.shape), metas[0], tuple(logits[0][0].shape)))
+        return logits
 
-    monkeypatch.setattr(segmenter.segmentor, "query_logits", spy)
+    monkeypatch.setattr(segmenter.segmentor, "coarse_logits", spy)
     large = np.asarray(Image.fromarray(sample_data.astronaut()).resize((3000, 2000)))
     result = segmenter(large)
     assert seen[0][0] == (1, 3, 336, 504)
     # The segmentor's logits stay at inference size; the full size is built in strips (scclip.fullres).
-    assert tuple(seen[0][1]["ori_shape"]) == (336, 504) and tuple(seen[0][1]["img_shape"]) == (336, 504)
+    assert tuple(seen[0][1]["img_shape"]) == (336, 504) and seen[0][2][-2:] == (336, 504)
     assert result.labels.shape == (2000, 3000)
     assert callable(result._scores), "full-size scores are only computed when read"
     assert result.scores.shape == (3, 2000, 3000)
@@ -159,11 +160,7 @@ def reference(segmenter: Segmenter, image: np.ndarray):
     resized = resize_for_inference(image, segmenter.scale)
     bgr = torch.from_numpy(np.ascontiguousarray(resized[..., ::-1].transpose(2, 0, 1)))
     sample = SegDataSample(metainfo=dict(ori_shape=image.shape[:2], img_shape=resized.shape[:2]))
-    segmenter.segmentor.pamr_steps = segmenter.pamr_steps
-    try:
-        output = segmenter.segmentor.test_step(dict(inputs=[bgr], data_samples=[sample]))[0]
-    finally:
-        segmenter.segmentor.pamr_steps = 0
+    output = segmenter.segmentor.test_step(dict(inputs=[bgr], data_samples=[sample]))[0]
     return output.pred_sem_seg.data[0].numpy(), output.seg_logits.data.numpy()
 
 
@@ -293,8 +290,8 @@ def test_options_reach_the_segmentor(tiny_checkpoint_path):
     configured = Segmenter(tiny_checkpoint_path, classes="a,b", device="cpu", pamr=True, prob_thd=0.7, slide=False,
                           logit_scale=50, pre_adjust_idx=5, attention_calibration=False)
     model = configured.segmentor
-    assert configured.pamr_steps == 10 and model.pamr_steps == 0  # PAMR runs at full size, in tiles
-    assert (model.prob_thd, model.slide_crop, model.logit_scale) == (0.7, 0, 50)
+    assert model.post.pamr_steps == 10
+    assert (model.post.prob_thd, model.slide_crop, model.post.logit_scale) == (0.7, 0, 50)
     assert model.method_settings["pre_adjust_idx"] == 5 and model.method_settings["attention_calibration"] is False
     result = configured(np.zeros((40, 30, 3), np.uint8))
     assert (result.labels[result.scores.max(axis=0) < 0.7] == 0).all()
@@ -330,3 +327,51 @@ def test_torchscript_checkpoint(tiny_jit_checkpoint_path, quick_segmenter, astro
     jit = Segmenter(tiny_jit_checkpoint_path, classes=CLASSES, device="cpu", scale=quick_segmenter.scale)
     assert jit.depth == 12
     assert np.allclose(jit(astronaut).scores, quick_segmenter(astronaut).scores, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1), (2, 5000), (1, 300)])
+def test_very_thin_images_are_segmented(quick_segmenter, shape):
+    """Fitting 1×5000 to the inference size gave a 0-pixel side (an OpenCV traceback), 2×5000 a
+    side under one patch; the thin side is stretched to one patch and the prediction comes back at
+    the image's own size."""
+    image = np.asarray(Image.fromarray(sample_data.astronaut()).resize(shape[::-1]))
+    result = quick_segmenter(image)
+    assert result.labels.shape == shape and result.scores.shape == (len(CLASSES), *shape)
+
+
+def test_thin_images_whole_image_mode(tiny_checkpoint_path):
+    whole = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", slide=False)
+    assert whole(np.zeros((1, 5000, 3), np.uint8)).labels.shape == (1, 5000)
+
+
+def test_resize_never_gives_a_side_under_min_side():
+    assert resize_for_inference(np.zeros((1, 5000, 3), np.uint8)).shape == (1, 2048, 3)
+    assert resize_for_inference(np.zeros((1, 5000, 3), np.uint8), min_side=16).shape == (16, 2048, 3)
+    assert resize_for_inference(np.zeros((5000, 2, 3), np.uint8), min_side=14).shape == (2048, 14, 3)
+    assert resize_for_inference(np.zeros((120, 160, 3), np.uint8), min_side=16).shape == (336, 448, 3)
+
+
+def test_a_given_name_of_another_class_is_refused(tmp_path):
+    (tmp_path / "vocab.txt").write_text("sky, wall\nperson, man\n")
+    with pytest.raises(VocabularyError) as caught:
+        vocabulary_lines("Person,tree", tmp_path / "vocab.txt")
+    assert str(caught.value) == (f"class name 'Person' is already in vocabulary file {tmp_path / 'vocab.txt'} "
+                                 "(line 2: 'person, man'): give each name once, e.g. drop it from the classes")
+    with pytest.raises(VocabularyError, match=r"'MAN' is already in vocabulary file .*line 2"):
+        vocabulary_lines(["tree", "guy, MAN"], tmp_path / "vocab.txt")
+    with pytest.raises(VocabularyError, match=r"class name 'CAT' is given in two classes \('cat' and 'dog, CAT'\)"):
+        vocabulary_lines("cat,dog|CAT")
+    # A vocabulary file alone may share a name between classes (the published COCO-Object one does).
+    (tmp_path / "shared.txt").write_text("person, man\nman, rider\n")
+    assert vocabulary_lines("tree", tmp_path / "shared.txt") == ["person, man", "man, rider", "tree"]
+
+
+def test_too_long_class_name_is_refused_before_the_model_loads(tmp_path):
+    fits, too_long = "word " * 66, " ".join(["word"] * 72)  # the longest template adds 9 tokens, + start and end
+    assert vocabulary_lines(["cat", fits]) == ["cat", fits]
+    with pytest.raises(VocabularyError) as caught:
+        Segmenter(tmp_path / "no_checkpoint_here.pt", classes=["cat", f"dog, {too_long}"])
+    message = str(caught.value)
+    assert message.startswith("class name 'word word word") and "..." in message
+    assert "is 6 tokens too long: in the prompt 'a jpeg corrupted photo of the {}.' it takes 83 tokens, " \
+           "CLIP reads 77: shorten it by at least 6 tokens" in message

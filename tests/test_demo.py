@@ -184,6 +184,12 @@ BAD_INPUTS = {
                        ["'calibration'", "attention_calibration, feature_aggregation"]),
     "switch of another method": (["--image", "{photo}", "--classes", "a,b", "--method", "sclip", "--ablate",
                                   "multi_level_fusion"], ["--method is 'sclip'", "--method scclip"]),
+    # Checked before the model loads: the backbone here is not even a checkpoint.
+    "class name too long": (["--image", "{photo}", "--classes", "cat," + "word " * 72, "--backbone",
+                             "{tmp}/notes.jpg"], ["class name 'word word", "6 tokens too long", "shorten it"]),
+    "class also in the vocabulary": (["--image", "{photo}", "--vocab", "{tmp}/people.txt", "--classes", "Person,sky",
+                                      "--backbone", "{tmp}/notes.jpg"],
+                                     ["'Person' is already in vocabulary file", "people.txt", "give each name once"]),
 }
 
 
@@ -191,6 +197,7 @@ BAD_INPUTS = {
 def test_bad_input(capsys, tmp_path, chelsea, tiny_checkpoint_path, case):
     (tmp_path / "notes.jpg").write_text("hello")
     (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "people.txt").write_text("person, man\ntree\n")
     argv, fragments = BAD_INPUTS[case]
     out = tmp_path / "out" / "picture"
     argv = [a.format(tmp=tmp_path, photo=chelsea, ckpt=tiny_checkpoint_path, out=out) for a in argv]
@@ -232,7 +239,7 @@ def test_failed_write_leaves_nothing(capsys, tmp_path, chelsea, tiny_checkpoint_
     code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "a,b", "--backbone", tiny_checkpoint_path,
                                "--out", tmp_path / "out" / "x.png")
     assert_one_clean_line(code, stderr, "x.png", "No space left on device")
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # not even the folder made for it
 
 
 @pytest.mark.slow
@@ -243,3 +250,116 @@ def test_command_line_exit_code_and_stderr(tmp_path):
     assert process.returncode == 1
     expected = f"error: image file not found: {tmp_path / 'missing.png'}: check the path"
     assert process.stderr.strip().splitlines() == [expected]
+
+
+def photo(path: Path, height: int = 60, width: int = 80) -> Path:
+    """A small real photo (Chelsea the cat) resized to height×width, saved at `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sample_data.chelsea()).resize((width, height)).save(path)
+    return path
+
+
+def test_recursive_walk_does_not_follow_links_and_skipped_links_are_no_failure(capsys, tmp_path,
+                                                                               tiny_checkpoint_path):
+    folder = tmp_path / "photos"
+    photo(folder / "a.png")
+    photo(folder / "sub" / "b.png")
+    (folder / "sub" / "up").symlink_to("..")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "gone.png").symlink_to("missing.png")
+    code, stdout, stderr = run_demo(capsys, "--image", folder, "--recursive", "--classes", "cat,wall",
+                                    "--backbone", tiny_checkpoint_path, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert "wrote 2 pictures" in stdout
+    written = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.png"))
+    assert written == ["a_scclip.png", "sub/b_scclip.png"]
+    assert f"skipped {folder / 'loop.jpg'}: a link that loops (following it never reaches a file)" in stderr
+    assert f"skipped {folder / 'gone.png'}: a broken link (its target missing.png does not exist)" in stderr
+    assert f"skipped {folder / 'sub' / 'up'}: a link to a folder (not followed" in stderr
+    assert "error" not in stderr
+
+
+def test_bad_images_in_a_folder_never_stop_the_others(capsys, tmp_path, tiny_checkpoint_path, monkeypatch):
+    folder = tmp_path / "photos"
+    for name, (height, width) in {"thin.png": (1, 5000), "tall.png": (5000, 1), "cat.png": (60, 80),
+                                  "odd.png": (30, 40)}.items():
+        photo(folder / name, height, width)
+    (folder / "cut.png").write_bytes((folder / "cat.png").read_bytes()[:300])
+    real_call = Segmenter.__call__
+
+    def fails_on_odd(self, image):  # what a library may raise on a strange image, not one of scclip's errors
+        if Path(image).name == "odd.png":
+            raise RuntimeError("shape mismatch\nin some kernel")
+        return real_call(self, image)
+
+    monkeypatch.setattr(Segmenter, "__call__", fails_on_odd)
+    code, stdout, stderr = run_demo(capsys, "--image", folder, "--classes", "cat,wall", "--backbone",
+                                    tiny_checkpoint_path, "--out", tmp_path / "out")
+    assert code == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat_scclip.png", "tall_scclip.png",
+                                                                     "thin_scclip.png"]
+    assert "wrote 3 pictures" in stdout
+    lines = stderr.strip().splitlines()
+    assert f"error: skipped {folder / 'cut.png'} (80×60 pixels) is damaged or truncated" in stderr
+    assert f"error: skipped {folder / 'odd.png'} (40×30 pixels): RuntimeError: shape mismatch in some kernel" in lines
+    assert lines[-1] == "error: 2 of 5 images could not be segmented (see above): fix or remove them"
+    assert "Traceback" not in stderr
+
+
+def test_a_thin_image_alone(capsys, tmp_path, tiny_checkpoint_path):
+    thin = photo(tmp_path / "line.png", 1, 5000)
+    code, stdout, stderr = run_demo(capsys, "--image", thin, "--classes", "cat,wall", "--backbone",
+                                    tiny_checkpoint_path, "--out", tmp_path / "out.png")
+    assert code == 0, stderr
+    assert stdout.splitlines()[-1] == str(tmp_path / "out.png")
+
+
+def test_an_unexpected_failure_of_one_image_is_one_line(capsys, tmp_path, chelsea, tiny_checkpoint_path,
+                                                        monkeypatch):
+    def out_of_memory(self, image):
+        raise MemoryError()
+
+    monkeypatch.setattr(Segmenter, "__call__", out_of_memory)
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
+                               tiny_checkpoint_path, "--out", tmp_path / "out" / "x.png")
+    assert_one_clean_line(code, stderr, f"{chelsea} (451×300 pixels): MemoryError")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_image_is_called_unreadable(capsys, tmp_path, chelsea, tiny_checkpoint_path, monkeypatch):
+    from test_imageio import make_unreadable
+
+    make_unreadable(chelsea, monkeypatch)
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
+                               tiny_checkpoint_path, "--out", tmp_path / "x.png")
+    assert_one_clean_line(code, stderr, f"{chelsea} cannot be read: permission denied", "chmod")
+    assert "damaged" not in stderr
+
+
+def test_names_like_outputs_are_inputs_outside_the_output_folder(capsys, tmp_path, tiny_checkpoint_path):
+    """`*_mask.png`, `*_scclip.png` are skipped as the demo's outputs only where this run writes."""
+    folder = tmp_path / "photos"
+    photo(folder / "road_mask.png")
+    photo(folder / "cat.png")
+    common = ["--image", folder, "--classes", "cat,wall", "--backbone", tiny_checkpoint_path]
+    code, stdout, stderr = run_demo(capsys, *common, "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat_scclip.png", "road_mask_scclip.png"]
+    assert "skipped" not in stderr
+
+    code, stdout, stderr = run_demo(capsys, *common, "--out", folder)
+    assert code == 0, stderr
+    assert f"skipped {folder / 'road_mask.png'}: an output of demo.py" in stderr
+    assert "wrote 1 picture " in stdout
+
+
+def test_failed_mask_write_leaves_no_half_set(capsys, tmp_path, chelsea, tiny_checkpoint_path, monkeypatch):
+    """The picture and mask were written, the JSON beside them failed: none of the three is left."""
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "a,b", "--backbone", tiny_checkpoint_path,
+                               "--out", tmp_path / "out" / "deeper" / "x.png", "--save-mask")
+    assert_one_clean_line(code, stderr, "x_mask.json", "No space left on device")
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,8 @@
 """Image reading: every kind of input users have ends up as the right H×W×3 uint8 RGB pixels."""
+import builtins
+import errno
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -164,6 +168,12 @@ def test_folder_instead_of_file(tmp_path):
         read_image(tmp_path)
 
 
+def test_pipe_is_refused_not_waited_for(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(ImageError, match=r"pipe\.jpg is not a regular file"):
+        read_image(tmp_path / "pipe.jpg")
+
+
 def test_non_image_names_it(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
     with pytest.raises(ImageError, match=r"notes\.jpg is not an image"):
@@ -174,7 +184,7 @@ def test_truncated_image(tmp_path):
     Image.fromarray(gradient_image(200, 200)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageError, match=r"cut\.png is damaged or truncated"):
+    with pytest.raises(ImageError, match=r"cut\.png \(200×200 pixels\) is damaged or truncated"):
         read_image(tmp_path / "cut.png")
 
 
@@ -218,3 +228,69 @@ def test_write_atomically(tmp_path):
     with pytest.raises(InputError, match="cannot write"):
         write_atomically(tmp_path / "fresh.png", fail_halfway)
     assert not (tmp_path / "fresh.png").exists()
+
+
+def test_folder_walks_visit_each_real_file_once(tmp_path):
+    """Links to folders are not followed (sub/up -> .. once gave 164 'images' for 2), a link to an
+    image counts once, under its own name, wherever its target lies; broken and looping links,
+    hard links to a file already taken and pipes are listed with their reason."""
+    folder, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (folder / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for path in (folder / "a.jpg", folder / "sub" / "b.png", elsewhere / "c.png"):
+        Image.fromarray(gradient_image()).save(path)
+    (folder / "sub" / "up").symlink_to("..")
+    (folder / "loop.jpg").symlink_to("loop.jpg")
+    (folder / "gone.png").symlink_to("missing.png")
+    (folder / "alias.jpg").symlink_to("a.jpg")
+    (folder / "outside.png").symlink_to(elsewhere / "c.png")
+    (folder / "outside_again.png").symlink_to(elsewhere / "c.png")
+    (folder / "hard.jpg").hardlink_to(folder / "a.jpg")
+    (folder / "linked_folder").symlink_to(elsewhere, target_is_directory=True)
+    os.mkfifo(folder / "pipe.jpg")
+
+    images, skipped = scan_folder(folder, recursive=True)
+    assert [p.relative_to(folder).as_posix() for p in images] == ["a.jpg", "outside.png", "sub/b.png"]
+    reasons = {p.relative_to(folder).as_posix(): reason for p, reason in skipped}
+    assert reasons == {
+        "alias.jpg": f"a link to {folder / 'a.jpg'}, which is taken already",
+        "gone.png": "a broken link (its target missing.png does not exist)",
+        "hard.jpg": f"the same file as {folder / 'a.jpg'} (a hard link), which is taken already",
+        "linked_folder": "a link to a folder (not followed: it could lead out of the folder or back into it)",
+        "loop.jpg": "a link that loops (following it never reaches a file)",
+        "outside_again.png": f"a link to {folder / 'outside.png'}, which is taken already",
+        "pipe.jpg": "not a regular file (a pipe, socket or device)",
+        "sub/up": "a link to a folder (not followed: it could lead out of the folder or back into it)",
+    }
+    images, skipped = scan_folder(folder)  # without recursion the same, less the subfolder
+    assert [p.name for p in images] == ["a.jpg", "outside.png"]
+    assert (folder / "sub", "a subfolder (not searched without recursion)") in skipped
+
+
+def test_unreadable_folder_is_one_line(tmp_path):
+    with pytest.raises(ImageError, match=r"cannot read folder .*nowhere: No such file or directory"):
+        scan_folder(tmp_path / "nowhere")
+
+
+def make_unreadable(path, monkeypatch) -> None:
+    """Take read permission from `path`; as root (who reads anything) opening it is made to fail
+    the way it does for everyone else."""
+    path.chmod(0)
+    if os.geteuid() == 0:
+        real_open = builtins.open
+
+        def open_without_permission(file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and os.path.abspath(file) == str(path):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", open_without_permission)
+
+
+def test_unreadable_file_is_not_called_damaged(tmp_path, monkeypatch):
+    path = tmp_path / "private.png"
+    Image.fromarray(gradient_image()).save(path)
+    make_unreadable(path, monkeypatch)
+    with pytest.raises(ImageError) as caught:
+        read_image(path)
+    assert str(caught.value) == f"{path} cannot be read: permission denied: make it readable (chmod +r) or copy it"
