@@ -1,17 +1,26 @@
 """scclip.clip.load and the pretrained registry: both checkpoint formats, downloads, every error."""
 import hashlib
+import os
+import pickle
+import pickletools
 import re
 import shutil
 import socket
+import struct
+import sys
+import types
 import urllib.error
+import warnings
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
-from scclip.clip import CLIP, available_models, load, load_state_dict, pretrained, tokenize
+from scclip.clip import CLIP, available_models, load, load_state_dict, openclip, pretrained, tokenize, torchscript
 from scclip.clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from scclip.clip.model import openai_config
 from scclip.errors import CheckpointError, DownloadError
 
 PUBLIC_NAMES = ["RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336px"]
@@ -301,3 +310,332 @@ def test_real_downloader_with_a_file_url(monkeypatch, tmp_path, tiny_checkpoint_
     with pytest.raises(DownloadError, match="could not download file://"):
         pretrained.download("gone", root=tmp_path / "cache")
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["tiny.pt"]
+
+
+# TorchScript archives are read without running their code
+
+
+class EvilSetstate(torch.nn.Module):
+    """A module whose TorchScript `__setstate__` overwrites the file named in its state (torch.jit.load runs it)."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(2))
+        self.target = target
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+        return self.weight, self.target, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+        written = torch.from_file(state[1], shared=True, size=32, dtype=torch.uint8).fill_(88)
+        self.weight = state[0] + written[:2].float()
+        self.target = state[1]
+        self.training = state[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+class WithEvilChild(torch.nn.Module):
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(2, 2)
+        self.evil = EvilSetstate(target)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.evil(self.proj(x))
+
+
+class Attributes(torch.nn.Module):
+    """Every kind of attribute a TorchScript module stores: only parameters and buffers are state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 2, bias=False)
+        self.register_buffer("count", torch.tensor([1, 2, 3]))
+        self.register_buffer("nothing", None)
+        self.register_buffer("scale", torch.full((2,), 0.5, dtype=torch.float64))
+        self.plain = torch.ones(2)  # a tensor attribute that is neither: not in the state dict
+        self.ints: list[int] = [1, 2]
+        self.table: dict[str, float] = {"a": 1.0}
+        self.maybe: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x) + self.plain.sum() + self.count.sum() + self.scale.sum() + self.ints[0] + self.table["a"]
+
+
+class SharedStorage(torch.nn.Module):
+    """Parameters that are strided views into one storage, at offsets, plus nested children."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        base = torch.arange(12.0).reshape(3, 4)
+        self.transposed = torch.nn.Parameter(base.t())
+        self.window = torch.nn.Parameter(base[1:, 1:3])
+        self.attributes = Attributes()
+        self.head = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2)).to(torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.head(self.attributes(x).to(torch.bfloat16)).float()
+        return y + self.transposed.sum() + self.window.sum()
+
+
+def script_archive(module: torch.nn.Module, path: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notes
+        torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+def jit_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """What torch.jit.load gives: only ever called on archives the tests built themselves."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.jit.load(str(path), map_location="cpu").state_dict()
+
+
+def rewrite_archive(source: Path, target: Path, changes: dict[str, bytes], compress: str | None = None) -> Path:
+    """A copy of a zip archive with some records' bytes replaced (names relative to its folder)."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        prefix = old.namelist()[0].split("/")[0] + "/"
+        for info in old.infolist():
+            data = changes.get(info.filename.removeprefix(prefix), old.read(info))
+            method = zipfile.ZIP_DEFLATED if compress and info.filename == prefix + compress else zipfile.ZIP_STORED
+            new.writestr(info.filename, data, compress_type=method)
+    return target
+
+
+def read_record(path: Path, name: str) -> bytes:
+    with zipfile.ZipFile(path) as archive:
+        return archive.read(archive.namelist()[0].split("/")[0] + "/" + name)
+
+
+def assert_same_state_dict(ours: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+    assert list(ours) == list(reference)
+    for key, value in reference.items():
+        assert ours[key].dtype == value.dtype and ours[key].shape == value.shape, key
+        assert torch.equal(ours[key], value), key
+
+
+def test_torchscript_clip_is_read_as_torch_jit_load_reads_it(tiny_jit_checkpoint_path, monkeypatch):
+    monkeypatch.setattr(torch.jit, "load", None)  # the loader itself never calls it
+    ours = load_state_dict(tiny_jit_checkpoint_path)
+    monkeypatch.undo()
+    assert_same_state_dict(ours, jit_state_dict(tiny_jit_checkpoint_path))
+    assert {"visual.conv1.weight", "positional_embedding", "logit_scale"} <= ours.keys()
+
+
+def test_torchscript_reader_keeps_buffers_dtypes_views_and_order(tmp_path):
+    path = script_archive(SharedStorage(), tmp_path / "shared.pt")
+    ours = torchscript.read_state_dict(path)
+    assert_same_state_dict(ours, jit_state_dict(path))
+    assert "attributes.count" in ours and ours["attributes.count"].dtype == torch.int64
+    assert "attributes.plain" not in ours and "attributes.nothing" not in ours
+    assert ours["window"].data_ptr() != ours["transposed"].data_ptr()  # views at an offset into one record
+    assert ours["window"].untyped_storage().data_ptr() == ours["transposed"].untyped_storage().data_ptr()
+
+
+def test_big_endian_archive_is_read_with_its_byte_order(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))  # float32 records only
+    little = script_archive(module, tmp_path / "little.pt")
+    with zipfile.ZipFile(little) as archive:
+        records = [name.split("/", 1)[1] for name in archive.namelist() if "/data/" in name]
+    swapped = {name: bytes(torch.frombuffer(bytearray(read_record(little, name)), dtype=torch.uint8)
+                           .view(-1, 4).flip(1).flatten().tolist()) for name in records}
+    big = rewrite_archive(little, tmp_path / "big.pt", {**swapped, "byteorder": b"big"})
+    assert_same_state_dict(torchscript.read_state_dict(big), jit_state_dict(little))
+
+
+@pytest.mark.parametrize("module", [EvilSetstate, WithEvilChild])
+def test_torchscript_code_in_an_archive_never_runs(tmp_path, module):
+    target = tmp_path / "precious.bin"
+    target.write_bytes(b"precious" * 4)
+    path = script_archive(module(str(target)), tmp_path / "evil.pt")
+    for attempt in (lambda: load_state_dict(path), lambda: load(path, device="cpu")):
+        with pytest.raises(CheckpointError) as info:
+            attempt()
+        message = str(info.value)
+        assert message.startswith(f"checkpoint refused for safety: {path} holds more than tensors")
+        assert "__setstate__" in message and "\n" not in message and "weights_only" not in message
+    assert target.read_bytes() == b"precious" * 4
+
+
+class Runs:
+    """Pickles as a call of `function(argument)`."""
+
+    def __init__(self, function, argument: str) -> None:
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+@pytest.mark.parametrize("function", [os.system, eval], ids=["os.system", "builtins.eval"])
+def test_data_pkl_that_calls_a_function_is_refused(tiny_jit_checkpoint_path, tmp_path, function):
+    marker = tmp_path / "ran"
+    command = f"touch {marker}" if function is os.system else f"open({str(marker)!r}, 'w').close()"
+    changes = {"data.pkl": pickle.dumps(Runs(function, command), protocol=2)}  # names __builtin__.eval
+    path = rewrite_archive(tiny_jit_checkpoint_path, tmp_path / "calls.pt", changes)
+    refusal = r"^checkpoint refused for safety: .* \(it asks for (posix\.system|__builtin__\.eval)\)"
+    with pytest.raises(CheckpointError, match=refusal) as info:
+        load(path, device="cpu")
+    assert "\n" not in str(info.value) and not marker.exists()
+
+
+def replace_first_storage_key(data: bytes, key: str) -> bytes:
+    """data.pkl with its first tensor record named `key` instead of '0'."""
+    old = b"X\x01\x00\x00\x000"
+    assert old in data
+    return data.replace(old, b"X" + len(key).to_bytes(4, "little") + key.encode(), 1)
+
+
+def with_first_offset(data: bytes, offset: int) -> bytes:
+    """data.pkl with the storage offset of its first tensor changed (the argument after the storage)."""
+    ops = [op for op in pickletools.genops(data) if op[0].name != "BINPUT"]  # memo stores are not arguments
+    index = next(i for i, (op, _, _) in enumerate(ops) if op.name == "BINPERSID") + 1
+    op, _, start = ops[index]
+    assert op.name == "BININT1"
+    return data[:start] + b"J" + offset.to_bytes(4, "little", signed=True) + data[start + 2:]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (lambda data, record: ({"data.pkl": replace_first_storage_key(data, "../../0")}, None), "not by a number"),
+        (lambda data, record: ({"data.pkl": replace_first_storage_key(data, "987654")}, None), "987654 is missing"),
+        (lambda data, record: ({"data/0": record[: len(record) // 2]}, None), "bytes, its tensors need"),
+        (lambda data, record: ({"data/0": record + bytes(1 << 20)}, None), "bytes, its tensors need"),
+        (lambda data, record: ({}, "data/0"), "data/0 is compressed"),
+        (lambda data, record: ({"data.pkl": with_first_offset(data, 10**6)}, None), "reaches element"),
+        (lambda data, record: ({"data.pkl": with_first_offset(data, -1)}, None), "malformed offset"),
+        (lambda data, record: ({"data.pkl": data[: len(data) // 2]}, None), "damaged archive"),
+    ],
+    ids=["key-with-dotdot", "missing-key", "truncated-record", "oversized-record", "compressed-record",
+         "view-past-its-record", "negative-offset", "truncated-data.pkl"],
+)
+def test_damaged_or_crafted_archive_is_one_line(tiny_jit_checkpoint_path, tmp_path, damage, reason):
+    data, record = read_record(tiny_jit_checkpoint_path, "data.pkl"), read_record(tiny_jit_checkpoint_path, "data/0")
+    changes, compress = damage(data, record)
+    path = rewrite_archive(tiny_jit_checkpoint_path, tmp_path / "damaged.pt", changes, compress=compress)
+    with pytest.raises(CheckpointError) as info:
+        load(path, device="cpu")
+    message = str(info.value)
+    assert message.startswith(f"not a CLIP checkpoint: {path} (unreadable TorchScript archive: ")
+    assert reason in message and "\n" not in message
+
+
+def test_corrupted_tensor_bytes_fail_the_archive_checksum(tiny_jit_checkpoint_path, tmp_path):
+    path = tmp_path / "flipped.pt"
+    shutil.copyfile(tiny_jit_checkpoint_path, path)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(archive.namelist()[0].split("/")[0] + "/data/0")
+    content = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack("<HH", content[info.header_offset + 26: info.header_offset + 30])
+    content[info.header_offset + 30 + name_length + extra_length] ^= 0xFF  # first byte of the record
+    path.write_bytes(bytes(content))
+    damaged = r"unreadable TorchScript archive: damaged archive \(BadZipFile: Bad CRC-32"
+    with pytest.raises(CheckpointError, match=damaged):
+        load(path, device="cpu")
+
+
+class Recorded:
+    """Pickles like a TorchScript object of class __torch__.Recorded (GLOBAL, NEWOBJ, BUILD of its attributes)."""
+
+
+def crafted_archive(path: Path, root: Recorded, declaration: str, monkeypatch) -> Path:
+    """A TorchScript-like archive written by torch.save (same pickle conventions) with a `code/` declaration."""
+    namespace = types.ModuleType("__torch__")
+    monkeypatch.setitem(sys.modules, "__torch__", namespace)
+    monkeypatch.setattr(Recorded, "__module__", "__torch__")
+    namespace.Recorded = Recorded
+    torch.save(root, path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr(f"{path.stem}/code/__torch__.py", declaration)
+    return path
+
+
+def test_archive_without_buffer_declarations_takes_tensor_attributes_as_buffers(tmp_path, monkeypatch):
+    root, child = Recorded(), Recorded()
+    root.w, root.training, root.child = torch.arange(6.0).reshape(2, 3), False, child
+    child.mask, child.note = torch.ones(2, dtype=torch.float16), "text"
+    declaration = 'class Recorded(Module):\n  __parameters__ = ["w", ]\n  w : Tensor\n'  # before __buffers__ existed
+    ours = torchscript.read_state_dict(crafted_archive(tmp_path / "old.pt", root, declaration, monkeypatch))
+    assert list(ours) == ["w", "child.mask"]
+    assert torch.equal(ours["w"], root.w) and torch.equal(ours["child.mask"], child.mask)
+
+
+def test_module_tree_that_loops_is_refused(tmp_path, monkeypatch):
+    root = Recorded()
+    root.w, root.again = torch.zeros(2), root
+    declaration = 'class Recorded(Module):\n  __parameters__ = ["w", ]\n  __buffers__ = []\n'
+    path = crafted_archive(tmp_path / "loop.pt", root, declaration, monkeypatch)
+    with pytest.raises(CheckpointError, match=r"unreadable TorchScript archive: its module again appears twice"):
+        load_state_dict(path)
+
+
+def test_tensor_type_the_reader_does_not_take_is_named(tmp_path, monkeypatch):
+    root = Recorded()
+    root.w = torch.zeros(2, dtype=torch.complex64)
+    declaration = 'class Recorded(Module):\n  __parameters__ = ["w", ]\n  __buffers__ = []\n'
+    path = crafted_archive(tmp_path / "complex.pt", root, declaration, monkeypatch)
+    with pytest.raises(CheckpointError, match=r"does not take \(torch\.ComplexFloatStorage\)"):
+        load_state_dict(path)
+
+
+# Plain pickles and the values of the weights
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy-pickle"])
+def test_plain_pickle_that_runs_code_is_refused_without_torch_advice(tmp_path, legacy):
+    marker = tmp_path / "ran"
+    path = tmp_path / "evil.pt"
+    if legacy:
+        path.write_bytes(pickle.dumps({"payload": Runs(os.system, f"touch {marker}")}, protocol=2))
+    else:
+        torch.save({"visual.proj": torch.zeros(2), "payload": Runs(os.system, f"touch {marker}")}, path)
+    with pytest.raises(CheckpointError) as info:
+        load(path, device="cpu")
+    message = str(info.value)
+    assert message == (f"checkpoint refused for safety: {path} holds more than tensors (it asks for posix.system); "
+                       f"scclip never runs code from a checkpoint")
+    assert not marker.exists()
+
+
+def test_integer_weights_are_refused_naming_file_key_and_dtype(tmp_path, tiny_state_dict):
+    path = tmp_path / "ints.pt"
+    metadata = {key: torch.tensor(value) for key, value in (("input_resolution", 224), ("context_length", 77))}
+    torch.save({**tiny_state_dict, **metadata}, path)
+    load(path, device="cpu")  # integer metadata, as in OpenAI's archives, is fine
+    torch.save({**tiny_state_dict, "visual.proj": tiny_state_dict["visual.proj"].long()}, path)
+    with pytest.raises(CheckpointError) as info:
+        load(path, device="cpu")
+    assert str(info.value).startswith(f"{path}: visual.proj holds int64 values: CLIP's weights are floating point")
+    assert "\n" not in str(info.value)
+
+
+def test_non_finite_weights_are_refused_naming_the_first_key(tmp_path, tiny_state_dict):
+    path = tmp_path / "nan.pt"
+    damaged = dict(tiny_state_dict)
+    first = "visual.transformer.resblocks.0.ln_1.weight"
+    damaged[first] = torch.full_like(damaged[first], float("nan"))
+    damaged["ln_final.weight"] = torch.full_like(damaged["ln_final.weight"], float("inf"))
+    torch.save(damaged, path)
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: {first} holds NaN or infinite values")):
+        load(path, device="cpu")
+    huge = dict(tiny_state_dict, **{"visual.proj": tiny_state_dict["visual.proj"].float() * 1e6})
+    torch.save(huge, path)
+    with pytest.raises(CheckpointError, match=r"visual.proj holds values beyond float16's range"):
+        load(path, device="cpu")
+
+
+def test_open_clip_file_with_nan_names_the_key_not_the_architecture(tmp_path, tiny_state_dict, monkeypatch):
+    path = tmp_path / "open_clip.pt"
+    torch.save(dict(tiny_state_dict, logit_scale=torch.tensor(float("nan"))), path)
+    monkeypatch.setattr(openclip, "architecture_config", lambda arch: openai_config(tiny_state_dict))
+    with pytest.raises(CheckpointError) as info:
+        load(path, device="cpu", arch="ViT-B-16")
+    assert str(info.value) == f"{path}: logit_scale holds NaN or infinite values: the weights are damaged " \
+                              f"(e.g. a training run that diverged)"
+

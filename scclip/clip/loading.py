@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import warnings
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +15,7 @@ from torchvision import transforms
 
 from scclip.errors import CheckpointError
 
-from . import openclip
+from . import openclip, torchscript
 from .constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .model import CLIP, LAYOUT_MISMATCH, build_model
 from .pretrained import MODEL_URLS, download
@@ -36,6 +36,34 @@ def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
         f"not a CLIP checkpoint: {path} ({reason}; expected an OpenAI CLIP .pt file, "
         f"a state dict saved with torch.save, or a .safetensors file)"
     )
+
+
+def _refused_for_safety(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint refused for safety: {path} holds more than tensors ({reason}); "
+        f"scclip never runs code from a checkpoint"
+    )
+
+
+_TORCH_ADVICE = ("weights_only", "Check the documentation", "Please file an issue")
+
+
+def _weights_only_failure(error: Exception) -> tuple[bool, str] | None:
+    """For a `torch.load(weights_only=True)` refusal: whether the file asks for code, and what it names.
+
+    torch's own text advises retrying with `weights_only=False`, i.e. running the file's code: only
+    the line naming the cause (e.g. 'Unsupported operand 0', 'GLOBAL posix.system') is kept.
+    """
+    text = str(error)
+    if "weights_only" not in text:
+        return None
+    if match := re.search(r"GLOBAL ([\w.]+)", text):
+        return True, f"it asks for {match.group(1)}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line.removeprefix("WeightsUnpickler error:").strip() for line in lines
+              if not any(advice in line for advice in _TORCH_ADVICE)]
+    cause = next((line for line in causes if line), "its content is not tensors")[:200]
+    return ("reduce" in cause or "build" in cause), cause
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -60,8 +88,10 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a CLIP checkpoint on the CPU: a TorchScript archive, a plain state dict or safetensors.
 
     A dict that wraps the weights as `{"state_dict": ...}` is unwrapped and a 'module.' prefix on
-    every key (open_clip training checkpoints) removed. Plain files are read with
-    `weights_only=True`, so a checkpoint cannot run code while loading.
+    every key (open_clip training checkpoints) removed. No file can run code while loading: plain
+    files are read with `weights_only=True` and TorchScript archives by `torchscript.read_state_dict`,
+    which unpickles only tensors and never runs the archive's TorchScript; a file that asks for
+    anything else is refused.
     """
     path = Path(path)
     if not path.exists():
@@ -73,16 +103,21 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == SAFETENSORS_SUFFIX:
         return _strip_wrapper_prefix(_load_safetensors(path))
     if _is_torchscript(path):
+        # OpenAI released TorchScript archives: their tensors are read without running their code.
         try:
-            with warnings.catch_warnings():
-                # OpenAI released TorchScript archives; only their tensors are read.
-                warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
-                return torch.jit.load(str(path), map_location="cpu").state_dict()
-        except RuntimeError as error:
-            raise _not_a_checkpoint(path, f"unreadable TorchScript archive: {str(error).splitlines()[0]}") from error
+            return torchscript.read_state_dict(path)
+        except torchscript.UnsafeArchive as error:
+            raise _refused_for_safety(path, str(error)) from None
+        except torchscript.ArchiveError as error:
+            raise _not_a_checkpoint(path, f"unreadable TorchScript archive: {error}") from None
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError...)
+        if failure := _weights_only_failure(error):
+            asks_for_code, cause = failure
+            if asks_for_code:
+                raise _refused_for_safety(path, cause) from None
+            raise _not_a_checkpoint(path, f"torch.load failed: {cause}") from None
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise _not_a_checkpoint(path, f"torch.load failed: {first_line}") from error
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
@@ -149,6 +184,8 @@ def _load_openclip(
     try:
         model = build_model(state_dict, config=config)
     except CheckpointError as error:
+        if not str(error).startswith(LAYOUT_MISMATCH):  # the values, not the shapes, are wrong
+            raise CheckpointError(f"{path}: {error}") from None
         detail = str(error).removeprefix(LAYOUT_MISMATCH)
         raise CheckpointError(f"{path} does not fit open_clip architecture {arch} ({detail}){_guess(state_dict)}") from None
     model.image_mean, model.image_std = settings["image_mean"], settings["image_std"]

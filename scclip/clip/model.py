@@ -280,9 +280,20 @@ def build_model(
     mismatch = _layout_mismatch(model, state_dict)
     if mismatch:
         raise CheckpointError(f"{LAYOUT_MISMATCH}{mismatch}")
-    weights = {
-        k: (v.to(torch.float16) if round_to_fp16 else v).float() if v.is_floating_point() else v
-        for k, v in state_dict.items()
-    }
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            raise CheckpointError(
+                f"{key} holds {str(value.dtype).removeprefix('torch.')} values: CLIP's weights are floating "
+                f"point (the file is not a CLIP checkpoint or was converted wrongly)"
+            )
+        weights[key] = (value.to(torch.float16) if round_to_fp16 else value).float()
+        if not torch.isfinite(weights[key]).all():  # NaN weights would give one class everywhere, silently
+            raise CheckpointError(
+                f"{key} holds NaN or infinite values: the weights are damaged (e.g. a training run that diverged)"
+                if not torch.isfinite(value).all()
+                else f"{key} holds values beyond float16's range, to which OpenAI-layout weights are rounded "
+                f"(for open_clip weights give their architecture: arch / --clip-arch)"
+            )
     model.load_state_dict(weights, strict=True, assign=True)
     return model.float().eval()
