@@ -1,11 +1,12 @@
-"""SC-CLIP's ablation in one command: each component switched off in turn, all on, and vanilla CLIP.
+"""SC-CLIP's ablation in one command: all on, the release's first commit, each component off in turn, vanilla CLIP.
 
     python benchmarks/ablation.py --datasets voc21 context60 [--backbone ViT-L/14] [--gpus 4] [-- eval.py arguments]
     ABLATION=1 DATASETS="voc21 context60" bash dist_test.sh          # the same, through dist_test.sh
 
 Every variant runs SC-CLIP's published config of each benchmark (configs/cfg_<benchmark>.py; vanilla
 CLIP: configs/vanilla/, the same settings with CLIP's own last block), with
-`--cfg-options model.<switch>=False` for a switched-off component, each run in its own folder
+`--cfg-options model.<switch>=False` for a switched-off component and `model.anomaly_detector=norm` for
+the release's first commit (anomaly tokens by norm instead of LOF, docs/methods-and-ablations.md), each run in its own folder
 `<work dir>/<variant>/<benchmark>/`. Runs that are already finished there are reused by eval.py. Then
 one markdown table: a row per variant, a column per benchmark and their mean, and below them the
 paper's numbers where they are known (`scclip.published`: SC-CLIP's own and the mean of vanilla CLIP;
@@ -47,6 +48,7 @@ class Variant:
 
 VARIANTS = (
     Variant("all_on", "SC-CLIP, all four components", "configs", published_as="scclip"),
+    Variant("first_commit_norm", "first commit (norm)", "configs", ("model.anomaly_detector=norm",)),
     *(Variant(f"no_{switch}", f"without {switch.replace('_', ' ')}", "configs", (f"model.{switch}=False",))
       for switch in SWITCHES),
     Variant("vanilla", "vanilla CLIP", "configs/vanilla", published_as="vanilla"),
@@ -58,8 +60,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     argv = list(sys.argv[1:] if argv is None else argv)
     eval_args = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(description="SC-CLIP with each component off, all on, and vanilla CLIP: "
-                                                 "one markdown table of mIoU.", allow_abbrev=False)
+    parser = argparse.ArgumentParser(description="SC-CLIP all on, as its release's first commit, with each "
+                                                 "component off, and vanilla CLIP: one markdown table of mIoU.",
+                                     allow_abbrev=False)
     parser.add_argument("--datasets", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS, metavar="BENCHMARK",
                         help=f"benchmarks to run (default: all eight: {' '.join(BENCHMARKS)})")
     parser.add_argument("--backbone", default="ViT-B/16", choices=BACKBONE_SUFFIXES)

@@ -1,6 +1,7 @@
 """SC-CLIP's self-calibration of CLIP's dense features (SPEC §2).
 
-The maths is kept as pure functions on batched tensors (anomaly detection, anomaly resolution,
+The maths is kept as pure functions on batched tensors (anomaly detection by LOF or, as in the
+release's first commit, by norm (docs/method.md#anomaly-detection-by-norm), anomaly resolution,
 similarity aggregation, the calibrated last-block attention); `SCCLIPEncoder` composes them with
 a CLIP ViT. Every statistic is computed per crop, so a batch of crops gives exactly what each
 crop gives alone, and no N×N×C tensor is ever built.
@@ -19,6 +20,15 @@ from .errors import InputError
 SIMILARITY_ROW_EPS = 1e-6
 NAN_REACH = 1e-6  # the release's stand-in for a NaN mean reach distance
 ATTENTION_SHARPNESS = 3.0
+# How anomaly tokens are found: "lof" (the release's second commit, 0417ba9) or "norm" (its first, 74471da).
+ANOMALY_DETECTORS = ("lof", "norm")
+NORM_ANOMALIES = 10  # the first commit's fixed number of anomaly tokens per crop
+
+
+def check_anomaly_detector(value: object) -> None:
+    """One line naming the valid detectors when `value` is not one of them."""
+    if not isinstance(value, str) or value not in ANOMALY_DETECTORS:
+        raise InputError(f"anomaly_detector={value!r} is not one of {', '.join(ANOMALY_DETECTORS)}")
 
 
 @dataclass(frozen=True)
@@ -27,6 +37,9 @@ class CalibrationConfig:
 
     Indices refer to the list of intermediate features: index i is the output of block i+1.
     The four switches each remove one component of the method (SPEC §10); all on is SC-CLIP.
+    `anomaly_detector` chooses how step 3 finds anomaly tokens: "lof" (`lof_neighbors`,
+    `contamination`) or "norm" (the release's first commit,
+    docs/method.md#anomaly-detection-by-norm); it matters only while `anomaly_resolution` is on.
     """
 
     pre_adjust_idx: int = 8
@@ -37,13 +50,15 @@ class CalibrationConfig:
     beta: float = 0.4
     lof_neighbors: int = 30
     contamination: float = 0.05
+    anomaly_detector: str = "lof"
     anomaly_resolution: bool = True
     attention_calibration: bool = True
     feature_aggregation: bool = True
     multi_level_fusion: bool = True
 
     def check(self, num_blocks: int) -> None:
-        """Fail early, naming the setting, when the indices do not fit a ViT of this depth."""
+        """Fail early, naming the setting, for indices that do not fit a ViT of this depth or an unknown detector."""
+        check_anomaly_detector(self.anomaly_detector)
         last = num_blocks - 2  # the last intermediate feature: the input of the last block
         for name in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx"):
             value = getattr(self, name)
@@ -88,6 +103,25 @@ def detect_anomalies(x: torch.Tensor, neighbors: int = 30, contamination: float 
     lof = local_outlier_factor(x, neighbors)
     threshold = torch.quantile(lof, 1.0 - contamination, dim=-1, keepdim=True)
     return lof > threshold
+
+
+def detect_anomalies_by_norm(x: torch.Tensor, count: int = NORM_ANOMALIES) -> torch.Tensor:
+    """B×N boolean mask of each crop's min(count, N) tokens of largest L2 norm (the release's first commit).
+
+    The norms are taken in float32 whatever the tokens' dtype: in half precision nearby norms
+    round to one value and the choice among them would be arbitrary. Among exactly equal norms,
+    `torch.topk` decides which tokens are taken.
+    """
+    norms = torch.linalg.vector_norm(x.float(), dim=-1)  # B×N
+    top = norms.topk(min(count, x.shape[1]), dim=-1).indices
+    return torch.zeros_like(norms, dtype=torch.bool).scatter_(1, top, True)
+
+
+def find_anomalies(x: torch.Tensor, config: CalibrationConfig) -> torch.Tensor:
+    """B×N anomaly mask of B×N×C tokens with the detector `config` names."""
+    if config.anomaly_detector == "norm":
+        return detect_anomalies_by_norm(x)
+    return detect_anomalies(x, config.lof_neighbors, config.contamination)
 
 
 def resolve_anomalies(tokens: torch.Tensor, anomalies: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -210,7 +244,7 @@ class SCCLIPEncoder(nn.Module):
         cls, patches = last[:, :1], last[:, 1:]
         mid_tokens = feats["pre"][:, 1:]
         if cfg.anomaly_resolution:
-            anomalies = detect_anomalies(patches, cfg.lof_neighbors, cfg.contamination)
+            anomalies = find_anomalies(patches, cfg)
             x = resolve_anomalies(patches, anomalies, grid)
             mid_tokens = resolve_anomalies(mid_tokens, anomalies, grid)
         else:

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .calibration import CalibrationConfig, SCCLIPEncoder
+from .calibration import CalibrationConfig, SCCLIPEncoder, check_anomaly_detector
 from .clip.model import VisionTransformer
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
@@ -23,7 +23,7 @@ SHARED_SETTINGS = (
 )
 SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation", "multi_level_fusion")
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
-CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination")
+CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination", "anomaly_detector")
 
 # Published calibration settings (SPEC §2) by ViT depth.
 PUBLISHED_CALIBRATION = {
@@ -121,6 +121,10 @@ def _check_naclip(settings: Mapping[str, Any]) -> None:
         raise InputError(f"gaussian_std={settings['gaussian_std']} must be positive for attention={settings['attention']!r}")
 
 
+def _check_anomaly_detector(settings: Mapping[str, Any]) -> None:
+    check_anomaly_detector(settings["anomaly_detector"])
+
+
 def _check_booleans(*names: str) -> Callable[[Mapping[str, Any]], None]:
     def check(settings: Mapping[str, Any]) -> None:
         for name in names:
@@ -164,10 +168,10 @@ METHODS: dict[str, MethodSpec] = {
             "SC-CLIP (Bai et al., arXiv 2411.15869), SuleBai/SC-CLIP@0417ba92851e",
             {
                 **{name: None for name in CALIBRATION_INDICES},
-                "beta": 0.4, "lof_neighbors": 30, "contamination": 0.05,
+                "beta": 0.4, "lof_neighbors": 30, "contamination": 0.05, "anomaly_detector": "lof",
                 **{name: True for name in SWITCHES},
             },
-            _scclip_encoder, checks=(_check_booleans(*SWITCHES),),
+            _scclip_encoder, checks=(_check_booleans(*SWITCHES), _check_anomaly_detector),
         ),
     )
 }

@@ -1,4 +1,5 @@
 """The calibration maths on small hand-checkable inputs, and the encoder's batching contract."""
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from scclip.calibration import (
     calibrated_attention,
     cosine_similarity,
     detect_anomalies,
+    detect_anomalies_by_norm,
     floor_similarity,
     local_outlier_factor,
     resolve_anomalies,
@@ -60,6 +62,43 @@ def test_anomaly_detection_is_per_crop():
 def test_fewer_tokens_than_neighbours_still_works():
     x = torch.randn(1, 12, 4)
     assert local_outlier_factor(x, 30).shape == (1, 12)
+
+
+def top_norms(tokens: np.ndarray, count: int = 10) -> set[int]:
+    """SPEC §2a written out: the indices of the min(count, N) largest L2 norms (float64)."""
+    norms = np.sqrt((tokens.astype(np.float64) ** 2).sum(-1))
+    return set(np.argsort(-norms, kind="stable")[:count].tolist())
+
+
+@pytest.mark.parametrize("seed, crops, tokens, width", [(0, 1, 196, 64), (1, 3, 256, 16), (2, 2, 37, 5), (3, 4, 11, 8),
+                                                        (4, 2, 10, 3), (5, 3, 4, 7), (6, 1, 1, 2)])
+def test_norm_anomalies_are_each_crops_largest_norms(seed, crops, tokens, width):
+    x = torch.randn(crops, tokens, width, generator=torch.Generator().manual_seed(seed))
+    x *= torch.rand(crops, tokens, 1, generator=torch.Generator().manual_seed(seed + 100)) * 3  # spread the norms
+    mask = detect_anomalies_by_norm(x)
+    assert mask.shape == (crops, tokens) and mask.dtype == torch.bool
+    for crop in range(crops):
+        assert set(mask[crop].nonzero().flatten().tolist()) == top_norms(x[crop].numpy())
+    assert (mask.sum(-1) == min(10, tokens)).all()  # ten per crop; all of them when a crop has ten or fewer
+
+
+def test_norm_anomalies_of_a_crop_do_not_depend_on_its_batch():
+    x = torch.randn(4, 50, 6, generator=torch.Generator().manual_seed(7))
+    x[2] *= 100  # one crop of far larger tokens must not take the others' anomalies
+    batched = detect_anomalies_by_norm(x)
+    for crop in range(4):
+        assert torch.equal(batched[crop], detect_anomalies_by_norm(x[crop : crop + 1])[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_norm_anomalies_of_half_tokens_use_float32_norms(dtype):
+    """Norms ≈ 8 + k/1024 (k = 0..19): rounded to 4 values in float16 and 1 in bfloat16, twenty in float32."""
+    x = torch.ones(1, 20, 64, dtype=dtype)
+    steps = torch.randperm(20, generator=torch.Generator().manual_seed(8))
+    x[0, :, 0] += (steps * 2.0**-7).to(dtype)  # exact in both half types: 1 + k/128
+    expected = set(steps.argsort()[10:].tolist())  # the ten largest steps
+    assert set(detect_anomalies_by_norm(x)[0].nonzero().flatten().tolist()) == expected
+    assert top_norms(x[0].float().numpy()) == expected
 
 
 def test_resolution_uses_valid_neighbours_at_corners_edges_and_islands():
@@ -163,6 +202,14 @@ def test_encoder_non_square_crop_is_row_major(encoder):
     assert features.shape == (1, 150, 32)
     assert anomalies.shape == (1, 150) and anomalies.any()
     assert torch.isfinite(features).all()
+
+
+def test_encoder_rejects_an_unknown_anomaly_detector():
+    model = random_clip("ViT-B/16", vision_width=64, transformer_width=64, transformer_layers=1,
+                        transformer_heads=1, embed_dim=32)
+    for value in ("knn", "LOF", None, True):
+        with pytest.raises(InputError, match=r"^anomaly_detector=.* is not one of lof, norm$"):
+            SCCLIPEncoder(model.visual, CalibrationConfig(anomaly_detector=value))
 
 
 def test_encoder_rejects_indices_beyond_depth():

@@ -1,10 +1,14 @@
 """Parity with the authors' release on the golden cases (SPEC "Golden outputs").
 
+Both commits of the release are checked: the default (anomalies by LOF, 0417ba9) on the cases of
+the golden folder, and the first commit (`anomaly_detector="norm"`, 74471da, SPEC §2a) on the
+same cases' outputs in its `init_commit/` folder, which uses the images and checkpoints above it.
 Runs on the compact copy in tests/golden (class scores on every 4th row and column, a tie mask,
 checkpoints whose unused token rows are zero; see tests/golden/make_compact.py) or, with
 $SCCLIP_GOLDEN_DIR, on the full release outputs.
 """
 import json
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,7 @@ import torch
 from conftest import golden_file
 
 from scclip import SCCLIPForSegmentation
+from scclip.clip import load
 from scclip.postprocess import class_scores, labels, suppress_small_classes
 from scclip.windows import sliding_windows
 
@@ -23,6 +28,10 @@ MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 MODEL_CASES = ["b16_single_crop", "b16_voc_like", "b16_whole_image", "b16_pamr", "l14_voc_like", "l14_whole_image"]
 POST_CASES = ["post_plain", "post_voc_like", "post_area_bites"]
+# anomaly_detector → the folder of its cases, relative to the golden folder (SPEC §2a)
+COMMITS = {"lof": ".", "norm": "init_commit"}
+# Other images of the same checkpoint, cropped to the case's size, to batch with a case's own image.
+BATCH_PARTNERS = {"b16_voc_like": "b16_pamr", "l14_whole_image": "l14_voc_like"}
 
 
 def normalised_image(path: Path) -> torch.Tensor:
@@ -48,33 +57,58 @@ def assert_matches_release(scores: np.ndarray, pred: np.ndarray, expected, case:
     assert not differ.any(), f"{differ.sum()} pixels differ outside ties"
 
 
+@lru_cache(maxsize=2)
+def clip_model(path: Path):
+    model, _ = load(path, device="cpu")
+    return model
+
+
+def detector_settings(detector: str) -> dict:
+    """The segmentor arguments for a commit: none for the default (so the default itself is checked)."""
+    return {} if detector == "lof" else {"anomaly_detector": detector}
+
+
 @pytest.fixture(scope="module")
 def segmentors(golden_dir):
-    """One segmentor per model case, built as the case's settings say."""
+    """One segmentor per commit and model case, built as the case's settings say."""
     built = {}
-    for name in MODEL_CASES:
-        case = json.loads((golden_dir / f"{name}.json").read_text())
-        settings = dict(case["hyper_parameters"])
-        built[name] = SCCLIPForSegmentation(
-            clip_path=str(golden_file(golden_dir / case["checkpoint"])),
-            name_path=str(golden_dir / f"{name}_classes.txt"),
-            device="cpu",
-            **settings,
-        )
+    for detector, folder in COMMITS.items():
+        for name in MODEL_CASES:
+            case = json.loads((golden_dir / folder / f"{name}.json").read_text())
+            checkpoint = golden_file(golden_dir / case["checkpoint"])
+            built[detector, name] = SCCLIPForSegmentation(
+                clip_path=str(checkpoint),
+                name_path=str(golden_dir / folder / f"{name}_classes.txt"),
+                device="cpu",
+                clip_model=clip_model(checkpoint),
+                **case["hyper_parameters"],
+                **detector_settings(detector),
+            )
     return built
 
 
+def per_crop(outliers: np.ndarray, counts: np.ndarray) -> list[list[int]]:
+    """The release's concatenated anomaly indices (trailing −1) as one ascending list per crop.
+
+    The first commit stores each crop's indices in descending-norm order, the second ascending:
+    the anomalies are a set either way.
+    """
+    assert outliers[-1] == -1 and len(outliers) == counts.sum() + 1
+    return [sorted(crop.tolist()) for crop in np.split(outliers[:-1], np.cumsum(counts)[:-1])]
+
+
+@pytest.mark.parametrize("detector", COMMITS)
 @pytest.mark.parametrize("name", MODEL_CASES)
-def test_model_case_matches_release(name, golden_dir, segmentors):
-    segmentor = segmentors[name]
-    expected = np.load(golden_dir / f"{name}.npz")
+def test_model_case_matches_release(name, detector, golden_dir, segmentors):
+    segmentor = segmentors[detector, name]
+    expected = np.load(golden_dir / COMMITS[detector] / f"{name}.npz")
     image = normalised_image(golden_file(golden_dir / f"{name}_image.npy"))
 
     np.testing.assert_allclose(segmentor.query_features.numpy(), expected["query_features"], atol=FEATURE_ATOL, rtol=0)
 
     features, anomalies = segmentor.dense_features(image[None, :, :224, :224], return_anomalies=True)
     np.testing.assert_allclose(features[0].numpy(), expected["crop0_features"], atol=FEATURE_ATOL, rtol=0)
-    np.testing.assert_array_equal(anomalies[0].numpy(), expected["crop0_outliers"])
+    assert anomalies[0].tolist() == sorted(expected["crop0_outliers"].tolist())
 
     if segmentor.slide_crop > 0:
         windows = sliding_windows(*image.shape[-2:], segmentor.slide_crop, segmentor.slide_stride)
@@ -82,21 +116,24 @@ def test_model_case_matches_release(name, golden_dir, segmentors):
     else:
         crops = image[None]
     _, crop_anomalies = segmentor.dense_features(crops, return_anomalies=True)
-    np.testing.assert_array_equal([len(a) for a in crop_anomalies], expected["crop_outlier_counts"])
-    np.testing.assert_array_equal(torch.cat(crop_anomalies).numpy(), expected["crop_outliers"][:-1])
+    assert [a.tolist() for a in crop_anomalies] == per_crop(expected["crop_outliers"], expected["crop_outlier_counts"])
 
     (sample,) = segmentor.predict(image[None])
-    case = json.loads((golden_dir / f"{name}.json").read_text())
+    case = json.loads((golden_dir / COMMITS[detector] / f"{name}.json").read_text())
     assert_matches_release(sample.seg_logits.data.numpy(), sample.pred_sem_seg.data[0].numpy(), expected, case)
 
 
-@pytest.mark.parametrize("name", ["b16_voc_like", "l14_whole_image"])
-def test_batch_of_two_equals_each_alone(name, golden_dir, segmentors):
-    segmentor = segmentors[name]
+@pytest.mark.parametrize("detector", COMMITS)
+@pytest.mark.parametrize("name", list(BATCH_PARTNERS))
+def test_batch_of_two_equals_each_alone(name, detector, golden_dir, segmentors):
+    """Two different photos in one batch: each gets what it gets alone."""
+    segmentor = segmentors[detector, name]
     image = normalised_image(golden_file(golden_dir / f"{name}_image.npy"))
-    flipped = image.flip(-1)
-    alone = [segmentor.predict(x[None])[0] for x in (image, flipped)]
-    together = segmentor.predict(torch.stack([image, flipped]))
+    other = normalised_image(golden_file(golden_dir / f"{BATCH_PARTNERS[name]}_image.npy"))
+    height, width = (min(a, b) for a, b in zip(image.shape[-2:], other.shape[-2:]))
+    pair = torch.stack([image[:, :height, :width], other[:, :height, :width]])
+    alone = [segmentor.predict(x[None])[0] for x in pair]
+    together = segmentor.predict(pair)
     for one, batched in zip(alone, together):
         torch.testing.assert_close(batched.seg_logits.data, one.seg_logits.data, atol=1e-5, rtol=0)
         torch.testing.assert_close(batched.pred_sem_seg.data, one.pred_sem_seg.data)
@@ -126,5 +163,12 @@ def test_every_file_a_golden_case_names_is_there(golden_dir):
             image = meta["image"] if "image" in meta and meta["image"].endswith(".npy") else f"{case.stem}_image.npy"
             assert golden_file(case.parent / image).stat().st_size > 0
     assert named == {"clip_b16_seed0.pt", "clip_l14_seed0.pt"} and len(cases) >= 41
+    # The first commit's cases: the same cases, their checkpoint and image in the folder above.
+    first_commit = golden_dir / COMMITS["norm"]
+    assert sorted(path.stem for path in first_commit.glob("*.json")) == sorted(MODEL_CASES)
+    for name in MODEL_CASES:
+        meta = json.loads((first_commit / f"{name}.json").read_text())
+        assert golden_file(golden_dir / meta["checkpoint"]).name in named
+        assert (first_commit / f"{name}.npz").is_file() and (first_commit / f"{name}_classes.txt").is_file()
     if golden_dir.resolve() == (Path(__file__).parent / "golden").resolve():
         assert sum(path.stat().st_size for path in golden_dir.rglob("*") if path.is_file()) < 30e6

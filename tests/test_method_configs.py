@@ -327,12 +327,14 @@ def test_ablation_command_prints_one_table_of_every_variant(tmp_path, tiny_check
     assert rows[0] == ["variant", "VOC20", "mean"]
     variants = ablation.VARIANTS
     assert [row[0] for row in rows[2:2 + len(variants)]] == [variant.label for variant in variants]
-    assert [variant.overrides for variant in variants[1:-1]] == [(f"model.{switch}=False",) for switch in SWITCHES]
+    assert [variant.overrides for variant in variants[1:-1]] == [
+        ("model.anomaly_detector=norm",), *((f"model.{switch}=False",) for switch in SWITCHES)]
     for variant, row in zip(variants, rows[2:]):
         record = metrics_of_the_run(tmp_path / "ablation" / variant.name / "voc20")
         assert record["method"] == ("vanilla" if variant.name == "vanilla" else "scclip")
-        switched_off = {key for key, value in record["overrides"].items() if value is False and key.startswith("model.")}
-        assert switched_off == {override.removesuffix("=False") for override in variant.overrides}
+        ablated = {f"{key}={value}" for key, value in record["overrides"].items()
+                   if key.removeprefix("model.") in (*SWITCHES, "anomaly_detector")}
+        assert ablated == set(variant.overrides)
         assert row[1:] == [f"{record['metrics']['mIoU']:.2f}"] * 2
     paper = published_miou("scclip", "ViT-B/16")
     vanilla = published_miou("vanilla", "ViT-B/16")

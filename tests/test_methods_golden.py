@@ -108,7 +108,7 @@ def test_scores_and_labels(case):
     stride = case.meta["probs_stride"]
     np.testing.assert_allclose(scores[:, ::stride, ::stride], case.expected["class_probs_sub"], atol=SCORE_ATOL, rtol=0)
     assert_labels_match(sample.pred_sem_seg.data[0].numpy(), case.expected["pred"], case.expected["tie"],
-                        sample.seg_logits.data.numpy(), case.segmentor.prob_thd)
+                        sample.seg_logits.data.numpy(), case.segmentor.post.prob_thd)
 
 
 @pytest.mark.parametrize("case", sorted(BATCH_CASES), indirect=True)

@@ -8,9 +8,11 @@ golden text touches, and full-size class scores. The compact copy keeps what the
 - checkpoints: token-embedding rows that no prompt of any golden vocabulary uses are set to zero
   (the text tower only ever reads the rows of the tokens it is given, so every output is the same),
   stored as `NAME.pt.xz`; the tests' `golden_file()` decompresses them once per session;
-- Part I cases: `class_probs` (C×H×W) become `class_probs_sub` = scores[:, ::4, ::4] plus `tie`
-  (H×W, true where the two best scores are within 1e-5) as `methods/` already does; the case JSON
-  gains `probs_stride`; `pred`, features and anomaly indices are kept whole;
+- Part I cases, and the release's first commit's cases in `init_commit/` (SPEC §2a): `class_probs`
+  (C×H×W) become `class_probs_sub` = scores[:, ::4, ::4] plus `tie` (H×W, true where the two best
+  scores are within 1e-5) as `methods/` already does; the case JSON gains `probs_stride`; `pred`,
+  features and anomaly indices are kept whole. `init_commit/` cases use the images and checkpoints
+  of the folder above it, so it holds no copy of them;
 - `methods/`, the images, vocabularies and token files are copied unchanged.
 """
 import argparse
@@ -33,14 +35,16 @@ from scclip.text import Vocabulary, load_templates  # noqa: E402
 PROBS_STRIDE = 4
 TIE_ATOL = 1e-5
 CHECKPOINTS = ("clip_b16_seed0.pt", "clip_l14_seed0.pt")
+INIT_COMMIT = "init_commit"  # the release's first commit: Part I cases with anomalies by norm
 COMPRESSED_SUFFIX = ".xz"
 
 
 def used_tokens(full: Path) -> torch.Tensor:
     """Token ids of every prompt (80 templates × every name) of every golden vocabulary."""
     queries = set()
-    for path in sorted(full.glob("*_classes.txt")) + sorted(full.glob("methods/*_classes.txt")):
-        queries.update(Vocabulary.from_file(path).queries)
+    for pattern in ("*_classes.txt", "methods/*_classes.txt", f"{INIT_COMMIT}/*_classes.txt"):
+        for path in sorted(full.glob(pattern)):
+            queries.update(Vocabulary.from_file(path).queries)
     prompts = [template.format(query) for query in sorted(queries) for template in load_templates()]
     return torch.unique(tokenize(prompts))
 
@@ -72,12 +76,9 @@ def compact_case(source_npz: Path, target_npz: Path) -> None:
     np.savez_compressed(target_npz, **arrays)
 
 
-def make_compact(full: Path, out: Path) -> int:
-    """Write the compact copy of `full` into `out`; returns its size in bytes."""
-    (out / "methods").mkdir(parents=True, exist_ok=True)
-    keep = used_tokens(full)
-    for name in CHECKPOINTS:
-        compact_checkpoint(full / name, out / name, keep)
+def compact_cases(full: Path, out: Path) -> None:
+    """Every case `NAME.npz`/`NAME.json` of the folder `full` into `out`, scores compacted."""
+    out.mkdir(parents=True, exist_ok=True)
     for npz in sorted(full.glob("*.npz")):
         case = npz.with_suffix(".json")
         if "class_probs" in np.load(npz).files:
@@ -88,7 +89,19 @@ def make_compact(full: Path, out: Path) -> int:
         else:
             shutil.copyfile(npz, out / npz.name)
             shutil.copyfile(case, out / case.name)
-    for pattern in ("*_classes.txt", "*_image.npy", "tokens.json", "tokens.npy", "methods/*"):
+
+
+def make_compact(full: Path, out: Path) -> int:
+    """Write the compact copy of `full` into `out`; returns its size in bytes."""
+    (out / "methods").mkdir(parents=True, exist_ok=True)
+    keep = used_tokens(full)
+    for name in CHECKPOINTS:
+        compact_checkpoint(full / name, out / name, keep)
+    compact_cases(full, out)
+    if (full / INIT_COMMIT).is_dir():
+        compact_cases(full / INIT_COMMIT, out / INIT_COMMIT)
+    for pattern in ("*_classes.txt", "*_image.npy", "tokens.json", "tokens.npy", "methods/*",
+                    f"{INIT_COMMIT}/*_classes.txt"):
         for path in sorted(full.glob(pattern)):
             shutil.copyfile(path, out / path.relative_to(full))
     return sum(path.stat().st_size for path in out.rglob("*") if path.is_file() and path.suffix != ".py")
