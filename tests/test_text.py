@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import scclip.text
 from scclip.clip.tokenizer import tokenize
 from scclip.errors import VocabularyError
 from scclip.text import Vocabulary, encode_queries, load_templates
@@ -76,3 +77,30 @@ def test_text_tower_truncation_is_exact(tiny_b16_model):
         short = tiny_b16_model.encode_text(tokens[:1])
         both = tiny_b16_model.encode_text(tokens)
     torch.testing.assert_close(short[0], both[0], atol=1e-6, rtol=1e-5)
+
+
+def test_progress_reports_every_batch_and_changes_nothing(tiny_b16_model):
+    templates = ["a photo of a {}.", "a drawing of the {}.", "art of a {}."]
+    queries = ["cat", "traffic light", "sky", "dog"]
+    calls = []
+    reported = encode_queries(tiny_b16_model, queries, templates, batch_size=5,
+                              progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(5, 12), (10, 12), (12, 12)]  # 4 names × 3 templates in batches of 5
+    silent = encode_queries(tiny_b16_model, queries, templates, batch_size=5)
+    assert torch.equal(reported, silent)
+
+
+def test_long_encodings_log_progress_when_stderr_is_no_terminal(tiny_b16_model, monkeypatch):
+    """eval.py's log and redirected output get a line every LOG_EVERY_S (here: every batch but the last)."""
+    lines = []
+
+    class Recorder:
+        def info(self, message: str) -> None:
+            lines.append(message)
+
+    monkeypatch.setattr(scclip.text, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(scclip.text.sys.stderr, "isatty", lambda: False, raising=False)
+    monkeypatch.setattr(scclip.text.MMLogger, "get_current_instance", staticmethod(lambda: Recorder()))
+    encode_queries(tiny_b16_model, ["cat", "dog", "sky"], ["a {}.", "the {}."], batch_size=2)
+    assert [line.split(",")[0] for line in lines] == [
+        "encoding text prompts: 2/6 (33%)", "encoding text prompts: 4/6 (67%)"]

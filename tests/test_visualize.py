@@ -4,8 +4,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from scclip.visualize import (
-    BACKGROUND, TEXT_COLOUR, colourise, label_image, legend_entries, overlay, palette, panel_size, plan_layout,
-    side_by_side, text_font,
+    BACKGROUND, colourise, draw_runs, label_image, legend_entries, overlay, palette, panel_size, plan_layout,
+    side_by_side, srgb_to_lab,
 )
 
 NAMES = ["sky", "tree", "person", "unused class"]
@@ -28,9 +28,42 @@ def test_palette_is_distinct_and_stable():
     colours = palette(1000)
     assert colours.dtype == np.uint8 and colours.shape == (1000, 3)
     assert len({tuple(c) for c in colours}) == 1000
-    assert tuple(colours[0]) != (0, 0, 0)
-    assert np.array_equal(palette(21), colours[:21])
-    assert palette(3).tolist() == [[128, 0, 0], [0, 128, 0], [128, 128, 0]]  # PASCAL VOC's classes 1-3
+    assert np.array_equal(palette(21), colours[:21])  # a class keeps its colour when classes are added
+    assert np.array_equal(palette(21), palette(21))
+
+
+def min_pairwise_delta_e(colours: np.ndarray) -> float:
+    lab = srgb_to_lab(colours)
+    distances = np.linalg.norm(lab[:, None] - lab[None], axis=-1)
+    return float(distances[~np.eye(len(colours), dtype=bool)].min())
+
+
+@pytest.mark.parametrize("count, floor", [(21, 40), (30, 35), (64, 24), (256, 13)])
+def test_palette_colours_are_far_apart(count, floor):
+    """The floors the docstring of `palette` promises (CIE76 ΔE; ≈2.3 is just noticeable)."""
+    assert min_pairwise_delta_e(palette(count)) >= floor
+
+
+def test_voc_person_and_aeroplane_are_not_two_greens():
+    voc = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+           "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor"]
+    colours = palette(len(voc))
+    aeroplane, person = colours[voc.index("aeroplane")], colours[voc.index("person")]
+    assert min_pairwise_delta_e(np.stack([aeroplane, person])) >= 60
+    # They were (0, 128, 0) and (0, 64, 0): one hue, ΔE 37, under the floor every VOC pair now clears.
+    assert min_pairwise_delta_e(np.array([[0, 128, 0], [0, 64, 0]])) < 40
+
+
+def test_palette_avoids_the_background_and_text_colours():
+    lab = srgb_to_lab(palette(30))
+    for colour in (BACKGROUND, (0, 0, 0)):
+        assert np.linalg.norm(lab - srgb_to_lab(np.array([colour])), axis=1).min() >= 35
+
+
+def test_palette_beyond_the_grid_stays_distinct():
+    colours = palette(5000)
+    assert len({tuple(c) for c in colours.tolist()}) == 5000
+    assert np.array_equal(colours[:4096], palette(4096))
 
 
 def test_legend_lists_present_classes_largest_first():
@@ -93,19 +126,18 @@ def test_legend_shows_each_class_colour_and_text():
     layout = plan_layout((300, 200), entries, font_size=16)
     pixels = np.asarray(picture)
     legend = pixels[layout.legend_top :]
-    font = text_font(16)
-    swatch = layout.legend_row_height - layout.margin // 2
     for position, entry in enumerate(entries):
         assert (legend == entry.colour).all(axis=-1).any(), entry.name
         x, y = layout.legend_cell(position)
-        assert (pixels[y + swatch // 2, x + swatch // 2] == entry.colour).all()
+        assert (pixels[y + layout.swatch // 2, x + layout.swatch // 2] == entry.colour).all()
         # The entry's text, rendered alone at the same place, matches the picture pixel for pixel.
         reference = Image.new("RGB", picture.size, BACKGROUND)
-        ImageDraw.Draw(reference).text((x + swatch + layout.margin // 2, y + swatch // 2), entry.text,
-                                       fill=TEXT_COLOUR, font=font, anchor="lm")
+        draw_runs(ImageDraw.Draw(reference), layout.legend_text_origin(position),
+                  entry.runs(16, layout.legend_text_width), 16)
         box = Image.fromarray(255 - np.asarray(reference)).getbbox()  # where the text's ink is
         region = (slice(box[1], box[3]), slice(box[0], box[2]))
         assert np.array_equal(pixels[region], np.asarray(reference)[region]), entry.text
+        assert box[2] - box[0] > 8 * len(entry.text) // 2  # real glyphs, not a row of tiny boxes
     assert "unused class" not in [e.name for e in entries]
 
 
