@@ -9,11 +9,15 @@
 A run's folder is `<work-dir>/<config name>-<hash of what determines its predictions>`: the same
 command finds it again, other settings get another one. Each image's contribution to the metric
 is stored as soon as it is evaluated, so Ctrl-C, SIGTERM or a bad file lose nothing; the metrics
-(`metrics.json`) are computed from all stored images once the split is complete.
+(`metrics.json`) are computed from all stored images once the split is complete. A run holds its
+folder's lock while it writes there (scclip.locking): a second run of the folder, --force included,
+is refused in one line naming the holder.
 """
 import argparse
 import difflib
+import errno
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -21,15 +25,16 @@ import re
 import shlex
 import sys
 import time
+import types
+import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
 import mmcv
-import numpy as np
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from mmengine.dist import barrier, get_dist_info, is_main_process
+from mmengine.dist import barrier, broadcast_object_list, get_dist_info, init_dist, is_main_process
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
@@ -38,13 +43,14 @@ import scclip
 from scclip.clip.pretrained import MODEL_URLS, expected_sha256
 from scclip.datasets import check_dataset
 from scclip.errors import InputError, ScclipError
-from scclip.evaluation.data import available_cores, check_data, list_split, with_checked_loaders
+from scclip.evaluation.data import Split, available_cores, check_data, list_split, with_checked_loaders
 from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
 from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
 from scclip.evaluation.summary import L14_SUFFIX, benchmark_of, summary_table
-from scclip.fileio import write_atomically
-from scclip.visualize import overlay
+from scclip.fileio import check_output_folder, write_atomically
+from scclip.locking import FolderLock
+from scclip.visualize import comparison, palette
 
 METRICS_SCHEMA = 1
 MAX_PROBLEMS_SHOWN = 20
@@ -52,6 +58,12 @@ MAX_PROBLEMS_SHOWN = 20
 MODEL_OPTIONS = ("type", "clip_path", "name_path", "device", "method", "clip_arch", "vocabulary", "precision",
                  "crop_batch_size", "text_batch_size", "download_root", "text_cache", "clip_model", "compile",
                  "data_preprocessor", "init_cfg")
+# What mmengine's Runner.build_dataloader takes besides torch's DataLoader arguments.
+RUNNER_LOADER_SETTINGS = ("sampler", "batch_sampler", "collate_fn", "worker_init_fn", "num_batch_per_epoch")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# mmengine keys its logger and visualizer on '<experiment>_<second>': a number per Runner of this process keeps
+# two runs started in the same second (in-process callers: benchmarks/ablation.py, the tests) from sharing them.
+RUNNER_NUMBERS = itertools.count(1)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -96,14 +108,16 @@ def choose_device(requested: str | None) -> str:
     return "cpu"
 
 
-def init_distributed(launcher: str, device: str) -> None:
-    """Start the process group before the Runner does, so a CPU run gets gloo and no CUDA calls."""
+def init_distributed(launcher: str, device: str, dist_cfg: dict | None = None) -> None:
+    """Start the process group before the Runner does: a CPU run gets gloo and no CUDA calls, and the
+    processes agree on who holds the run folder's lock before anything is written."""
     if launcher == "none" or dist.is_initialized():
         return
     if launcher != "pytorch":
         if device == "cpu":
             raise InputError(f"--launcher {launcher} needs CUDA; on the CPU use torchrun with --launcher pytorch")
-        return  # mmengine initialises slurm and mpi itself (backend from env_cfg)
+        init_dist(launcher, **(dist_cfg or {}))  # as mmengine's Runner would (backend from env_cfg)
+        return
     if "RANK" not in os.environ:
         raise InputError("--launcher pytorch needs torchrun: torchrun --nproc_per_node=N eval.py ... --launcher pytorch")
     if device == "cuda":
@@ -159,6 +173,48 @@ def check_model_settings(model: dict) -> None:
                              f"valid settings: {', '.join(valid)}")
 
 
+def check_model_types(model: dict) -> None:
+    """One line for a number setting given as something else (e.g. model.prob_thd=abc), before anything runs."""
+    for name, parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.items():
+        annotation = parameter.annotation
+        if name not in model or typing.get_origin(annotation) not in (None, typing.Union, types.UnionType):
+            continue
+        allowed = set(typing.get_args(annotation)) or {annotation}
+        value = model[name]
+        if not allowed & {int, float} or (value is None and type(None) in allowed):
+            continue
+        whole = float not in allowed
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            raise InputError(f"model.{name}={value!r} must be {'a whole number' if whole else 'a number'} "
+                             f"(default {parameter.default}): fix it in the config or in --cfg-options")
+
+
+def check_loader_settings(loader: dict, overridden: list[str], known: set[str]) -> None:
+    """One line for an unknown test_dataloader override (with the closest name) or a batch size or worker
+    count that the DataLoader would refuse with a traceback, before anything runs.
+
+    Args:
+        loader: the test_dataloader settings with the overrides applied.
+        overridden: the --cfg-options keys.
+        known: the test_dataloader keys the config file itself sets.
+    """
+    valid = sorted({*inspect.signature(torch.utils.data.DataLoader.__init__).parameters, *RUNNER_LOADER_SETTINGS,
+                    *known} - {"self"})
+    for key in overridden:
+        parts = key.split(".")
+        if parts[0] == "test_dataloader" and len(parts) > 1 and parts[1] not in valid:
+            close = difflib.get_close_matches(parts[1], valid, n=1)
+            hint = f"did you mean test_dataloader.{close[0]}? " if close else ""
+            raise InputError(f"test_dataloader.{parts[1]} is not a data loader setting: {hint}"
+                             f"valid settings: {', '.join(valid)}")
+    batch_size, workers = loader.get("batch_size", 1), loader.get("num_workers", 0)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"test_dataloader.batch_size={batch_size!r} must be a whole number, at least 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise InputError(f"test_dataloader.num_workers={workers!r} must be a whole number: 0 (load in the main "
+                         "process) or more")
+
+
 def dataloader_workers(requested: int, overridden: bool) -> int:
     """The configured workers, but no more than this process's share of the available cores."""
     if overridden:
@@ -170,8 +226,11 @@ def dataloader_workers(requested: int, overridden: bool) -> int:
 def load_config(args: argparse.Namespace, device: str) -> Config:
     """The config with the command line applied: overrides, device, launcher, loader settings."""
     cfg = read_config(args.config)
+    known_loader_settings = set(cfg.get("test_dataloader", {}))
     cfg.merge_from_dict(args.cfg_options)
     check_model_settings(dict(cfg.model))
+    check_model_types(dict(cfg.model))
+    check_loader_settings(dict(cfg.test_dataloader), list(args.cfg_options), known_loader_settings)
     cfg.launcher = args.launcher
     cfg.model.device = device
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl" if device == "cuda" else "gloo"
@@ -206,6 +265,29 @@ def published_key(config_path: str, method: str) -> str:
     return key_of(method, config_path)
 
 
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether a full disk (or quota) caused `error`, also when it was re-raised as another error."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in DISK_FULL:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def stop_on_full_disk(handler: logging.Handler) -> None:
+    """A full disk under the log file stops the run (what is stored is kept) instead of printing a traceback
+    per log line, as logging does with a failing handler."""
+    report = handler.handleError
+
+    def handle_error(record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if is_disk_full(error):
+            raise error
+        report(record)
+
+    handler.handleError = handle_error
+
+
 class QuietRunner(Runner):
     """mmengine's Runner with a short console: the environment, the config and INFO logs go to the log file only."""
 
@@ -214,6 +296,8 @@ class QuietRunner(Runner):
         for handler in logger.handlers:
             if type(handler) is logging.StreamHandler:
                 handler.setLevel(logging.WARNING)
+            elif isinstance(handler, logging.FileHandler):
+                stop_on_full_disk(handler)
         return logger
 
 
@@ -233,10 +317,12 @@ class ProgressBarHook(Hook):
 
 
 class ComparisonHook(Hook):
-    """Saves `<show_dir>/<image name>.png`: input | prediction | ground truth, side by side.
+    """Saves `<show_dir>/<image name>.png`: image | prediction | ground truth at the image's size, under
+    those titles, over a legend of the classes present in either (scclip.visualize, as the demo's picture).
 
-    mmseg's SegVisualizationHook draws only ground truth | prediction and only on rank 0, so every
-    rank here draws the images it evaluated itself.
+    The colours are the demo's palette for the dataset's classes, not the dataset's own (in VOC's, some
+    neighbouring classes are hard to tell apart). mmseg's SegVisualizationHook draws only ground truth |
+    prediction and only on rank 0, so every rank here draws the images it evaluated itself.
     """
 
     priority = "LOW"
@@ -246,17 +332,17 @@ class ComparisonHook(Hook):
 
     def before_test(self, runner) -> None:
         self.show_dir.mkdir(parents=True, exist_ok=True)
-        self.palette = np.array(runner.test_dataloader.dataset.metainfo["palette"], dtype=np.uint8)
+        self.class_names = list(runner.test_dataloader.dataset.metainfo["classes"])
+        self.colours = palette(len(self.class_names))
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         for sample in outputs:
             image = mmcv.imread(sample.img_path, channel_order="rgb")
-            panels = [image, overlay(image, sample.pred_sem_seg.data[0].cpu().numpy(), self.palette)]
-            if "gt_sem_seg" in sample:
-                panels.append(overlay(image, sample.gt_sem_seg.data[0].cpu().numpy(), self.palette))
-            picture = np.concatenate(panels, axis=1)
+            truth = sample.gt_sem_seg.data[0].cpu().numpy() if "gt_sem_seg" in sample else None
+            picture, _ = comparison(image, sample.pred_sem_seg.data[0].cpu().numpy(), truth, self.class_names,
+                                    self.colours)
             path = self.show_dir / f"{Path(sample.img_path).stem}.png"
-            write_atomically(path, lambda temp: mmcv.imwrite(mmcv.rgb2bgr(picture), str(temp)))
+            write_atomically(path, lambda temp: picture.save(temp, format="PNG"))
 
 
 def resume_command(argv: list[str]) -> str:
@@ -354,13 +440,55 @@ def check_data_command(cfg: Config) -> int:
     return 0
 
 
+def hold_run_folder(run: RunFolder, force: bool) -> FolderLock:
+    """Take the run folder's lock (rank 0, for the whole job); every rank raises the same line when it is held.
+
+    Raises:
+        InputError: another live run holds the folder (its pid and host named), or it cannot be created.
+    """
+    lock = FolderLock(run.path)
+    refusal: list[str | None] = [None]
+    if is_main_process():
+        advice = ("--force cannot start it over while that run writes to it: wait for it to end or stop it" if force
+                  else "wait for it to end, or give another --work-dir")
+        try:
+            lock.acquire(advice)
+        except ScclipError as error:
+            refusal[0] = str(error)
+    broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise InputError(refusal[0])
+    return lock
+
+
+def stored_count(run: RunFolder) -> int | None:
+    """How many images the run has stored; None when its store cannot be read (then it is left alone)."""
+    try:
+        return run.stored_count()
+    except (ScclipError, OSError):
+        return None
+
+
+def disk_full_error(run: RunFolder, num_images: int, argv: list[str]) -> InputError:
+    """The one line for a run stopped by a full disk, once what it evaluated is stored."""
+    done = stored_count(run)
+    if not done:
+        return InputError(f"no space left on the disk of {run.path} before any image was stored: "
+                          "free space and run the command again")
+    return InputError(f"no space left on the disk of {run.path}: {done} of {num_images} images are stored there; "
+                      f"free space and resume with: {resume_command(argv)}")
+
+
 def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     """Run (or resume, or find finished) one benchmark config; returns the exit status."""
     device = choose_device(args.device)
     cfg = load_config(args, device)
+    check_output_folder(args.work_dir, "--work-dir")
+    if args.show_dir:
+        check_output_folder(args.show_dir, "--show-dir")
     if args.check_data:
         return check_data_command(cfg) if is_main_process() else 0
-    init_distributed(args.launcher, device)
+    init_distributed(args.launcher, device, cfg.env_cfg.get("dist_cfg"))
     stem = Path(args.config).stem
     dataset_cfg = cfg.test_dataloader.dataset
     check_dataset(dataset_cfg)
@@ -372,6 +500,25 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         if is_main_process():
             print(f"{stem}: this run is finished, its results are in {run.metrics_path} (--force runs it again)")
         return 0
+    lock = hold_run_folder(run, args.force)
+    try:
+        return evaluate_in_folder(args, argv, cfg, device, split, identity, run)
+    except Exception as error:
+        failure = disk_full_error(run, len(split.image_paths), argv) if is_disk_full(error) else None
+        if lock.held and stored_count(run) == 0:
+            lock.remove_created()  # a run folder this command made and wrote no result into
+        if failure is not None:
+            raise failure from None
+        raise
+    finally:
+        lock.release()
+
+
+def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, device: str, split: Split,
+                       identity: dict, run: RunFolder) -> int:
+    """The run itself, with its folder's lock held; returns the exit status."""
+    stem = Path(args.config).stem
+    dataset_cfg = cfg.test_dataloader.dataset
     if run.has_results() and not (args.resume or args.force):
         raise InputError(f"{run.path} holds an unfinished run of this command ({run.stored_count()} of "
                          f"{len(split.image_paths)} images stored): add --resume to continue it or --force to start over")
@@ -395,6 +542,7 @@ def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"{stem}: evaluating {len(pending)} of {len(split.image_paths)} images{resumed} in {run.path}")
 
     cfg.work_dir = str(run.path)
+    cfg.experiment_name = f"{stem}-{next(RUNNER_NUMBERS)}"
     dataset_cfg.pipeline = with_checked_loaders(dataset_cfg.pipeline)
     cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
                         ignore_index=ignore_index)

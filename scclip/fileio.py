@@ -29,3 +29,22 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
         with contextlib.suppress(OSError):  # e.g. the folder itself could not be made
             temp.unlink(missing_ok=True)
     return path
+
+
+def check_output_folder(path: str | os.PathLike, option: str) -> None:
+    """Refuse, before any work, an output folder that cannot be one because it or a parent is a file.
+
+    Args:
+        path: the folder (it need not exist yet).
+        option: how the user gave it, e.g. '--show-dir', named in the message.
+
+    Raises:
+        InputError: `path` or one of its existing parents is not a folder.
+    """
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists() or folder.is_symlink():  # a dangling link is no folder either
+            if not folder.is_dir():
+                where = "" if folder == path else f" ({folder} is a file)"
+                raise InputError(f"{option} {path} is not a folder{where}: give a folder (it is created when missing)")
+            return

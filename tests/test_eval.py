@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmseg.registry import MODELS
+from mmseg.registry import DATASETS, MODELS
 from mmseg.structures import SegDataSample
 from PIL import Image
 from test_datasets import (
@@ -22,6 +22,7 @@ from test_datasets import (
 
 from scclip.errors import DatasetError, InputError
 from scclip.evaluation.summary import FULL_SPLIT, published_numbers
+from scclip.visualize import comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -114,21 +115,29 @@ def independent_miou(root: Path, benchmark: str, predictions: dict[str, np.ndarr
         return float(np.nanmean(intersection / union) * 100)
 
 
-def check_pictures(show_dir: Path, root: Path, benchmark: str) -> None:
-    """Each picture is input | prediction | ground truth; ignored ground-truth pixels stay bare."""
+def check_pictures(show_dir: Path, root: Path, benchmark: str, predictions: dict[str, np.ndarray]) -> None:
+    """Each picture is image | prediction | ground truth (scclip.visualize.comparison's layout, titled, over a
+    legend): the image panel is the input untouched, ignored ground-truth pixels stay bare."""
     layout = LAYOUTS[benchmark]
+    class_names = list(DATASETS.get(Config.fromfile(config_path(benchmark)).test_dataloader.dataset.type)
+                       .METAINFO["classes"])
     for stem in layout.stems:
         image_path = root / layout.img_dir / f"{stem}{layout.img_suffix}"
         picture = mmcv.imread(show_dir / f"{image_path.stem}.png", channel_order="rgb")
         image = mmcv.imread(image_path, channel_order="rgb")
         height, width = image.shape[:2]
-        assert picture.shape == (height, 3 * width, 3)
-        np.testing.assert_array_equal(picture[:, :width], image)  # the input, untouched (PNG is lossless)
         truth = read_ground_truth(root, benchmark, stem)
-        for panel in (picture[:, width:2 * width], picture[:, 2 * width:]):
+        _, placement = comparison(image, predictions[stem], truth, class_names)
+        assert picture.shape == (placement.size[1], placement.size[0], 3)
+        panels = []
+        for column in range(3):
+            left, top = placement.panel_origin(column)
+            panels.append(picture[top:top + height, left:left + width])
+        np.testing.assert_array_equal(panels[0], image)  # the input, untouched (PNG is lossless)
+        for panel in panels[1:]:
             assert np.abs(panel.astype(int) - image).mean() > 5  # tinted by the class colours
         ignored = truth == IGNORE
-        np.testing.assert_array_equal(picture[:, 2 * width:][ignored], image[ignored])
+        np.testing.assert_array_equal(panels[2][ignored], image[ignored])
 
 
 @pytest.mark.parametrize("benchmark", list(LAYOUTS))
@@ -147,7 +156,7 @@ def test_eval_miou_equals_an_independent_computation(tmp_path, tiny_checkpoint_p
     result = json.loads(metrics_path.read_text())
     assert result["config_name"] == f"cfg_{benchmark}" and result["num_images"] == 2
     assert result["metrics"]["mIoU"] == pytest.approx(expected, abs=0.005 + 1e-9)  # rounded to 0.01
-    check_pictures(show_dir / metrics_path.parent.name, root, benchmark)  # one picture folder per run
+    check_pictures(show_dir / metrics_path.parent.name, root, benchmark, predictions)  # a folder per run
 
 
 def test_missing_data_names_the_expected_path(tmp_path, tiny_checkpoint_path):

@@ -1,4 +1,7 @@
 """The per-image store and the integer metrics: exact areas, records that survive a kill, foreign shards refused."""
+import errno
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -89,3 +92,19 @@ def test_a_shard_killed_while_writing_its_header_holds_nothing(tmp_path):
     path = write_shard(tmp_path, [])
     path.write_bytes(path.read_bytes()[:20])
     assert read_store(tmp_path, "run-a")[0] == {}
+
+
+def test_a_short_write_on_a_full_disk_stops_the_writer(tmp_path, monkeypatch):
+    """os.write may write part of a record when the disk fills: that is an error, never a silent gap
+    (a later whole record after the cut one would be unreadable)."""
+    writer = ShardWriter(tmp_path, "run-a", num_images=10, num_classes=3, rank=0)
+    writer.append(items(1)[0])
+    write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: write(fd, data[:-5] if fd == writer._fd else data))
+    with pytest.raises(OSError) as error:
+        writer.append(items(2)[1])
+    monkeypatch.undo()
+    writer.close()
+    assert error.value.errno == errno.ENOSPC
+    stored, ignored = read_shard(writer.path, "run-a")
+    assert [item.index for item in stored] == [0] and ignored > 0

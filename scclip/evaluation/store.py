@@ -9,6 +9,7 @@ and nothing half-written is ever read back.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -77,8 +78,15 @@ class ShardWriter:
         self.count = 0
 
     def append(self, item: ImageAreas) -> None:
-        """Write one record; it is in the file (page cache) when this returns, on disk within SYNC_INTERVAL_S."""
-        os.write(self._fd, encode_record(item))
+        """Write one record; it is in the file (page cache) when this returns, on disk within SYNC_INTERVAL_S.
+
+        Raises:
+            OSError: the record could not be written whole (ENOSPC for a short write: the disk is full).
+        """
+        record = encode_record(item)
+        if os.write(self._fd, record) != len(record):
+            # The partial record is dropped by readers; nothing may follow it, or they would drop that too.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         self.count += 1
         if time.monotonic() - self._last_sync > SYNC_INTERVAL_S:
             os.fsync(self._fd)
@@ -86,9 +94,11 @@ class ShardWriter:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                os.fsync(self._fd)
+            finally:  # a full disk fails the sync: the descriptor is closed all the same
+                os.close(self._fd)
+                self._fd = -1
 
 
 def read_shard(path: Path, run_key: str) -> tuple[list[ImageAreas], int]:
