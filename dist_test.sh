@@ -23,7 +23,6 @@ METHOD=${METHOD:-scclip}
 BACKBONE=${BACKBONE:-ViT-B/16}
 PYTHON=${PYTHON:-python}
 PORT=${PORT:-29500}
-DATASETS=${DATASETS:-"voc21 context60 coco_object voc20 context59 coco_stuff164k city_scapes ade20k"}
 HERE="$(dirname "$0")"
 EVAL="$HERE/eval.py"
 
@@ -48,6 +47,13 @@ if [ "$OPEN_CLIP_BACKBONE" = 1 ] && { [ "$METHOD" != scclip ] || [ "${ABLATION:-
     echo "error: BACKBONE=$BACKBONE runs SC-CLIP's configs/backbones; for METHOD=$METHOD or ABLATION=1 give the" \
          "backbone as eval.py options instead: --cfg-options model.clip_arch=ARCH model.clip_path=TAG_OR_FILE" >&2
     exit 2
+fi
+# The benchmarks, in the paper's order, from scclip's one table of them (scclip/benchmarks.py).
+if [ -z "${DATASETS:-}" ]; then
+    DATASETS=$("$PYTHON" -m scclip benchmarks) || exit 2
+else
+    # shellcheck disable=SC2086  # DATASETS is a list of words
+    "$PYTHON" -m scclip benchmarks --check $DATASETS || exit 2
 fi
 if [ -z "${GPUS:-}" ]; then
     GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count() or 1)") || exit 2

@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from scclip.errors import InputError, ScclipError  # noqa: E402
 from scclip.methods import SWITCHES  # noqa: E402
-from scclip.published import BENCHMARK_NAMES, BENCHMARKS, published_record  # noqa: E402
+from scclip.benchmarks import BENCHMARKS  # noqa: E402
+from scclip.published import published_record  # noqa: E402
 
 BACKBONE_SUFFIXES = {"ViT-B/16": "", "ViT-L/14": "_vitl14"}
 METRICS_FILE = "metrics.json"
@@ -143,7 +144,7 @@ def paper_row(variant: Variant, backbone: str, datasets: list[str]) -> str | Non
 
 def ablation_table(work_dir: str | Path, backbone: str, datasets: list[str]) -> str:
     """The markdown table of the finished runs under `work_dir`: variants × benchmarks and mean."""
-    lines = [_row("variant", [*(BENCHMARK_NAMES[benchmark] for benchmark in datasets), "mean"]),
+    lines = [_row("variant", [*(BENCHMARKS[benchmark].title for benchmark in datasets), "mean"]),
              "|---|" + "---:|" * (len(datasets) + 1)]
     finished = False
     for variant in VARIANTS:

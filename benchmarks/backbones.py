@@ -39,8 +39,9 @@ from benchmark import (  # noqa: E402
     timed_interleaved,
     window_crops_and_plain_forward,
 )
+from scclip.benchmarks import BENCHMARKS  # noqa: E402
 
-DEFAULT_VOCABULARY = REPO_ROOT / "configs" / "cls_voc21.txt"
+DEFAULT_VOCABULARY = BENCHMARKS["voc21"].vocabulary
 
 
 def random_open_clip_checkpoint(arch: str, folder: Path) -> Path:

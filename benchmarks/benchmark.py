@@ -42,14 +42,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import torch  # noqa: E402
 
-DEFAULT_VOCABULARY = REPO_ROOT / "configs" / "cls_voc21.txt"
+from scclip.benchmarks import BENCHMARKS  # noqa: E402
+
+DEFAULT_VOCABULARY = BENCHMARKS["voc21"].vocabulary
 SLIDING_SIZE = (336, 448)
 WHOLE_SIZE = (1024, 1024)
-# The published calibration settings per backbone (SPEC §2).
-CALIBRATION = {
-    "ViT-B/16": dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
-    "ViT-L/14": dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
-}
+# The backbones timed; SC-CLIP's calibration follows each one's depth (scclip.methods.calibration_defaults).
+BACKBONES = ("ViT-B/16", "ViT-L/14")
 GIB = 1024**3
 
 
@@ -207,7 +206,6 @@ def build_segmentor(args: argparse.Namespace, method: str = "scclip", **override
         precision=args.precision,
         compile=args.compile,
         method=method,
-        **(CALIBRATION[args.backbone] if method == "scclip" else {}),
     )
     if args.crop_batch_size:
         settings["crop_batch_size"] = args.crop_batch_size
@@ -460,7 +458,7 @@ def methods_table(results: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbones", nargs="+", default=["ViT-B/16", "ViT-L/14"], choices=sorted(CALIBRATION))
+    parser.add_argument("--backbones", nargs="+", default=["ViT-B/16", "ViT-L/14"], choices=BACKBONES)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
                         help="'auto' = fp32 on CPU, fp16 autocast on CUDA")

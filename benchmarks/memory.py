@@ -53,7 +53,7 @@ def photo(width: int, height: int) -> Image.Image:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="4000x3000", help="photo width×height (default: 4000x3000, 12 MP)")
-    parser.add_argument("--vocab", type=Path, default=REPO_ROOT / "configs" / "cls_coco_stuff.txt")
+    parser.add_argument("--vocab", default="coco_stuff164k", help="vocabulary file or benchmark name")
     parser.add_argument("--width", type=int, default=64, help="transformer width of the random CLIP (default 64)")
     parser.add_argument("--pamr", action="store_true", help="refine with PAMR at full size (slow on a CPU)")
     parser.add_argument("--area-thd", type=float, default=None, help="area threshold (adds the second pass)")

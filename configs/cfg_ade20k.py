@@ -1,7 +1,7 @@
 # SC-CLIP with ViT-B/16, published settings: ADE20K (SceneParsing) val, 150 classes.
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_ade20k.txt')
+model = dict(name_path='ade20k')
 
 test_dataloader = dict(
     dataset=dict(

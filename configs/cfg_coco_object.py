@@ -2,7 +2,7 @@
 # (label maps made by datasets/cvt_coco_object.py).
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_coco_object.txt', logit_scale=55, prob_thd=0.35)
+model = dict(name_path='coco_object', logit_scale=55, prob_thd=0.35)
 
 test_dataloader = dict(
     dataset=dict(

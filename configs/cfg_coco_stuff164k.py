@@ -1,7 +1,7 @@
 # SC-CLIP with ViT-B/16, published settings: COCO-Stuff 164k val2017, 171 classes.
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_coco_stuff.txt')
+model = dict(name_path='coco_stuff164k')
 
 test_dataloader = dict(
     dataset=dict(

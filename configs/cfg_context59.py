@@ -1,7 +1,7 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal Context val, 59 classes (background ignored).
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_context59.txt')
+model = dict(name_path='context59')
 
 test_dataloader = dict(
     dataset=dict(

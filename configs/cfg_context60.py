@@ -1,7 +1,7 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal Context val, 60 classes (background included).
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_context60.txt', prob_thd=0.15)
+model = dict(name_path='context60', prob_thd=0.15)
 
 test_dataloader = dict(
     dataset=dict(

@@ -1,7 +1,7 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal VOC 2012 val, 20 classes (background ignored).
 _base_ = './base_config.py'
 
-model = dict(name_path='./configs/cls_voc20.txt')
+model = dict(name_path='voc20')
 
 test_dataloader = dict(
     dataset=dict(

@@ -8,7 +8,7 @@ block (`scclip.fullres`) so that memory does not grow with classes × megapixels
 import json
 import os
 from collections.abc import Callable, Sequence
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import mmcv
@@ -17,6 +17,7 @@ import torch
 from mmengine.logging import MMLogger
 from PIL import Image
 
+from .benchmarks import benchmark_of_vocabulary, vocabulary_file
 from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.openclip import split_backbone
@@ -49,18 +50,6 @@ SYNONYM_MARK = "|"
 # Characters people use to separate classes; a single class holding one looks like a mistake.
 OTHER_SEPARATORS = (";", "/", "|", "\t", "\n")
 MASK_SUFFIX = ".png"
-# The benchmark vocabularies shipped in configs/ and the datasets whose class names they stand for.
-SHIPPED_VOCABULARIES = Path(__file__).resolve().parents[1] / "configs"
-VOCABULARY_DATASETS = {
-    "cls_voc21.txt": "PascalVOCDataset",
-    "cls_voc20.txt": "PascalVOC20Dataset",
-    "cls_context60.txt": "PascalContext60Dataset",
-    "cls_context59.txt": "PascalContext59Dataset",
-    "cls_coco_object.txt": "COCOObjectDataset",
-    "cls_coco_stuff.txt": "COCOStuffDataset",
-    "cls_city_scapes.txt": "CityscapesDataset",
-    "cls_ade20k.txt": "ADE20KDataset",
-}
 
 
 def parse_classes(text: str) -> list[str]:
@@ -97,7 +86,8 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
     Args:
         classes: class names, each 'name' or 'name, synonym, ...'; or one string 'cat,dog,sky'
             (see `parse_classes`).
-        vocab: a vocabulary file in the benchmarks' format (one class per line, synonyms after ', ').
+        vocab: a vocabulary file in the benchmarks' format (one class per line, synonyms after ', '),
+            or a benchmark's name ('voc21', 'ade20k', ...: its shipped vocabulary).
     Raises:
         VocabularyError: no class at all, a malformed or repeated class (names compare
             case-insensitively), a given name that is also a name of another class, a name too
@@ -106,7 +96,7 @@ def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os
     """
     lines: list[str] = []
     if vocab is not None:
-        lines += [", ".join(names) for names in Vocabulary.from_file(vocab).classes]
+        lines += [", ".join(names) for names in Vocabulary.from_file(vocabulary_file(vocab)).classes]
     from_file = len(lines)
     if isinstance(classes, str):
         check_class_string(classes)
@@ -179,33 +169,15 @@ def check_prompt_lengths(names: Sequence[str], context_length: int = CONTEXT_LEN
             )
 
 
-@lru_cache(maxsize=1)
-def shipped_vocabularies() -> dict[tuple[str, ...], tuple[str, ...]]:
-    """Lines of each benchmark vocabulary in configs/ → the dataset's own class names."""
-    from mmseg.registry import DATASETS
-
-    found = {}
-    for file_name, dataset in VOCABULARY_DATASETS.items():
-        path = SHIPPED_VOCABULARIES / file_name
-        if not path.is_file():
-            continue  # an installed package without the repository's configs/
-        text = path.read_text(encoding="utf-8")
-        lines = tuple(", ".join(name.strip() for name in line.split(",")) for line in text.splitlines() if line.strip())
-        names = tuple(DATASETS.get(dataset).METAINFO["classes"])
-        if len(names) == len(lines):
-            found[lines] = names
-    return found
-
-
 def display_names(lines: Sequence[str]) -> list[str]:
-    """The name to show for each class: a benchmark's own class names where the lines begin with one
-    of the shipped benchmark vocabularies ('background', not its first synonym 'sky'), else the
-    first name of each class."""
+    """The name to show for each class: a benchmark's own class names where the lines begin with its
+    shipped vocabulary ('background', not its first synonym 'sky'), else the first name of each class."""
     names = [line.split(",")[0].strip() for line in lines]
-    for vocabulary, dataset_names in shipped_vocabularies().items():
-        if tuple(line.strip() for line in lines[: len(vocabulary)]) == vocabulary:
-            return list(dataset_names) + names[len(vocabulary):]
-    return names
+    benchmark = benchmark_of_vocabulary(lines)
+    if benchmark is None:
+        return names
+    shipped = benchmark.class_names()
+    return list(shipped) + names[len(shipped):]
 
 
 def load_backbone(

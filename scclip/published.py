@@ -19,17 +19,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .benchmarks import BENCHMARKS, WITHOUT_BACKGROUND
 from .errors import InputError, ScclipError
 from .fileio import write_atomically
 
-# The eight benchmarks in the paper's order; the keys of configs/cfg_<benchmark>.py.
-BENCHMARKS = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff164k", "city_scapes", "ade20k")
-BENCHMARK_NAMES = {
-    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
-    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "city_scapes": "Cityscapes", "ade20k": "ADE20K",
-}
-# Benchmarks without a background class: the five that ClearCLIP's README averages.
-WITHOUT_BACKGROUND = ("voc20", "context59", "coco_stuff164k", "city_scapes", "ade20k")
 DATA_FILE = "published_miou.json"
 B16, L14 = "ViT-B/16", "ViT-L/14"
 
@@ -59,7 +52,7 @@ def published_key(method: str, config: str | os.PathLike | None = None) -> str:
 
 
 def published_miou(method: str, backbone: str, config: str | os.PathLike | None = None) -> dict[str, float] | None:
-    """Published mIoU (%) by benchmark key (see `BENCHMARKS`), plus `mean` where the mean of all
+    """Published mIoU (%) by benchmark key (see `scclip.benchmarks.BENCHMARKS`), plus `mean` where the mean of all
     eight is published (or follows from eight published numbers); None when nothing is published.
 
     Benchmarks the source does not report are absent: ViT-L/14 SC-CLIP, for instance, has five

@@ -1,6 +1,6 @@
 """SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (docs/method.md#the-segmentor)."""
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Literal
 
@@ -14,6 +14,7 @@ from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
 from torch import Tensor
 
+from .benchmarks import vocabulary_file
 from .clip import CLIP, load
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
@@ -75,9 +76,10 @@ class SCCLIPForSegmentation(BaseSegmentor):
 
     Args:
         clip_path: a public CLIP model name (e.g. 'ViT-B/16') or a checkpoint file.
-        name_path: vocabulary file, one class per line, synonyms separated by ', '.
+        name_path: vocabulary file, one class per line, synonyms separated by ', '; or a benchmark's name
+            ('voc21', 'ade20k', ...: its vocabulary shipped with the package).
         device: where the model runs; None = CUDA when available, else CPU.
-        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip' or 'naclip' (SPEC §6).
+        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip' or 'naclip' (docs/method.md#method-table).
         clip_arch: an open_clip architecture name when `clip_path` is an open_clip tag or file.
         pamr_steps: PAMR iterations (0 = off).
         pamr_stride: PAMR dilations.
@@ -97,9 +99,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
         clip_model: the CLIP of `clip_path`, already loaded (saves reading the file again).
         compile: `torch.compile` the encoder (worth it on CUDA for long runs; each new crop shape
             compiles once, tens of seconds).
+        text_progress: called as `text_progress(done, total)` (prompts) while the vocabulary is encoded
+            (not when its features come from the text cache); default: a bar or log line for long encodings.
         **settings: the method's own settings (`scclip.methods.settings_for(method)`): `residual`
             (vanilla, maskclip, sclip, clearclip); `naclip_arch`, `attention`, `gaussian_std` (naclip);
-            calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination` and the switches
+            calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
+            ('lof' or 'norm') and the switches
             `anomaly_resolution`, `attention_calibration`, `feature_aggregation`, `multi_level_fusion`
             (scclip; indices not given follow the backbone's depth).
     """
@@ -127,6 +132,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         text_cache: bool = True,
         clip_model: CLIP | None = None,
         compile: bool = False,
+        text_progress: Callable[[int, int], None] | None = None,
         data_preprocessor: dict | None = None,
         init_cfg: dict | None = None,
         **settings,
@@ -158,7 +164,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise InputError(f"area_thd={area_thd} must lie in [0, 1] (a share of the foreground area) or be None")
         device = torch.device(device) if device is not None else default_device()
         parsed_vocabulary = (
-            Vocabulary.from_file(name_path) if name_path is not None else Vocabulary.from_lines(vocabulary)
+            Vocabulary.from_file(vocabulary_file(name_path)) if name_path is not None
+            else Vocabulary.from_lines(vocabulary)
         )
         if clip_model is None:
             load_options = dict(device=device, download_root=download_root)
@@ -183,7 +190,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
 
         def encode() -> torch.Tensor:
             with self._autocast(device, precision):
-                return encode_queries(clip_model, self.vocabulary.queries, templates, batch_size=text_batch_size)
+                return encode_queries(clip_model, self.vocabulary.queries, templates, batch_size=text_batch_size,
+                                      progress=text_progress)
 
         if text_cache:
             cache_settings = dict(precision=precision, device=device.type, batch_size=text_batch_size)

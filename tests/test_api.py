@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from skimage import data as sample_data
 
+from scclip.benchmarks import BENCHMARKS
 from scclip.api import (
     INFERENCE_SCALE, SegmentationResult, Segmenter, display_names, load_backbone, parse_classes,
     resize_for_inference, vocabulary_lines,
@@ -247,11 +248,11 @@ def test_bad_thresholds(tiny_checkpoint_path):
 
 
 def test_benchmark_vocabularies_show_the_benchmark_names():
-    voc = [line.strip() for line in (REPO_ROOT / "configs" / "cls_voc21.txt").read_text().splitlines()]
+    voc = [line.strip() for line in BENCHMARKS["voc21"].vocabulary.read_text().splitlines()]
     assert voc[0].startswith("sky, wall")
     names = display_names(voc + ["rainbow, arc"])
     assert names[:3] == ["background", "aeroplane", "bicycle"] and names[-1] == "rainbow" and len(names) == 22
-    stuff = [line.strip() for line in (REPO_ROOT / "configs" / "cls_coco_stuff.txt").read_text().splitlines()]
+    stuff = [line.strip() for line in BENCHMARKS["coco_stuff164k"].vocabulary.read_text().splitlines()]
     assert display_names(stuff)[0] == "person" and len(display_names(stuff)) == 171
     assert display_names(["sky, wall", "cat"]) == ["sky", "cat"]  # not a benchmark vocabulary
 

@@ -8,6 +8,7 @@ from mmengine.config import Config
 from mmseg.registry import DATASETS, MODELS
 
 import scclip.datasets  # noqa: F401  (registers the benchmark datasets)
+from scclip.benchmarks import BENCHMARKS
 from scclip.methods import CALIBRATION_INDICES, METHODS
 from scclip.segmentor import SCCLIPForSegmentation
 
@@ -70,7 +71,7 @@ def test_config_has_the_published_settings(config, benchmark, expected):
     # Calibration indices follow the checkpoint's depth unless a config gives them: the build test checks them.
     pipeline = {key: value for key, value in expected.items() if key not in CALIBRATION_INDICES}
     assert {key: settings[key] for key in pipeline} == pipeline
-    assert settings["name_path"] == f"./configs/{DATA[benchmark][5]}"
+    assert settings["name_path"] == benchmark
 
     dataset = cfg.test_dataloader.dataset
     dataset_type, root, images, labels, split, _ = DATA[benchmark]
@@ -92,10 +93,10 @@ def test_config_has_the_published_settings(config, benchmark, expected):
 @pytest.mark.parametrize("benchmark", list(DATA))
 def test_vocabulary_has_one_line_per_dataset_class(benchmark):
     dataset_type, *_, vocabulary = DATA[benchmark]
-    lines = (CONFIGS / vocabulary).read_text().splitlines()
+    lines = BENCHMARKS[benchmark].vocabulary.read_text().splitlines()
     assert len(lines) == len(DATASETS.get(dataset_type).METAINFO["classes"])
     if SHARED_VOCABULARIES.is_dir():
-        assert (CONFIGS / vocabulary).read_bytes() == (SHARED_VOCABULARIES / vocabulary).read_bytes()
+        assert BENCHMARKS[benchmark].vocabulary.read_bytes() == (SHARED_VOCABULARIES / vocabulary).read_bytes()
 
 
 @pytest.mark.parametrize("config, benchmark, expected", CASES, ids=[case[0] for case in CASES])

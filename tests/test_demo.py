@@ -114,7 +114,7 @@ def test_folder_names_stay_distinct_and_outputs_are_not_read_back(capsys, tmp_pa
     Image.fromarray(sample_data.astronaut()[:120, :90]).save(folder / "shot.png")
     Image.fromarray(sample_data.coffee()[:90, :120]).save(folder / "sub" / "inner.png")
     (folder / "notes.txt").write_text("not a picture")
-    common = ["--image", folder, "--vocab", REPO_ROOT / "configs" / "cls_voc21.txt", "--backbone",
+    common = ["--image", folder, "--vocab", "voc21", "--backbone",
               tiny_checkpoint_path, "--out", folder]
 
     code, stdout, stderr = run_demo(capsys, *common)
@@ -128,7 +128,7 @@ def test_folder_names_stay_distinct_and_outputs_are_not_read_back(capsys, tmp_pa
     code, stdout, stderr = run_demo(capsys, *common, "--recursive", "--save-mask")
     assert code == 0, stderr
     assert "wrote 3 pictures" in stdout
-    assert f"skipped {folder / 'shot_jpg_scclip.png'}: an output of demo.py" in stderr
+    assert f"skipped {folder / 'shot_jpg_scclip.png'}: an output of scclip segment" in stderr
     assert not list(folder.rglob("*_scclip_scclip*"))
     summary = json.loads((folder / "sub" / "inner_scclip_mask.json").read_text())
     assert summary["classes"][:2] == ["background", "aeroplane"]  # VOC's names, not the first synonym 'sky'
@@ -349,7 +349,7 @@ def test_names_like_outputs_are_inputs_outside_the_output_folder(capsys, tmp_pat
 
     code, stdout, stderr = run_demo(capsys, *common, "--out", folder)
     assert code == 0, stderr
-    assert f"skipped {folder / 'road_mask.png'}: an output of demo.py" in stderr
+    assert f"skipped {folder / 'road_mask.png'}: an output of scclip segment" in stderr
     assert "wrote 1 picture " in stdout
 
 

@@ -4,7 +4,8 @@ A run's identity is the config's model settings (method included; the checkpoint
 replaced by the SHA-256 of their contents), the test pipeline, the dataset (type, resolved root,
 layout, the list of its images) and the evaluator's ignore index. Settings that only change speed
 (device, batch sizes, workers) are not part of it. The folder is `<work dir>/<config stem>-<hash>`;
-`run.json` in it records the identity and how the run was asked for.
+`run.json` in it records the identity and how the run was asked for; while a run writes there, it
+holds the folder's lock (`scclip.locking`, file `.scclip.lock`).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..benchmarks import vocabulary_file
 from ..clip.pretrained import MODEL_URLS
 from ..errors import CheckpointError, InputError
 from ..fileio import write_atomically
@@ -48,10 +50,10 @@ def vocabulary_sha256(model: Mapping) -> str:
     if model.get("vocabulary") is not None:
         return hashlib.sha256(json.dumps(list(model["vocabulary"])).encode()).hexdigest()
     name_path = model.get("name_path")
-    if not name_path or not Path(name_path).is_file():
-        raise InputError(f"model.name_path={name_path} is not a vocabulary file: fix the path in the config "
-                         "or with --cfg-options model.name_path=FILE")
-    return hashlib.sha256(Path(name_path).read_bytes()).hexdigest()
+    if not name_path:
+        raise InputError("the config's model sets no vocabulary: give model.name_path=FILE or a benchmark's name "
+                         "(e.g. voc21) in the config or with --cfg-options")
+    return hashlib.sha256(vocabulary_file(name_path).read_bytes()).hexdigest()  # a file, or a shipped one by name
 
 
 def _plain(value: Any) -> Any:
