@@ -47,7 +47,7 @@ from scclip.evaluation.data import Split, available_cores, check_data, list_spli
 from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
 from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
-from scclip.evaluation.summary import L14_SUFFIX, benchmark_of, summary_table
+from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip.locking import FolderLock
 from scclip.visualize import comparison, palette
@@ -248,21 +248,9 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
     return cfg
 
 
-def declared_backbone(config_path: str) -> str:
-    """The backbone a config is made for (its own clip_path when that is a public name)."""
-    clip_path = str(Config.fromfile(config_path).model.get("clip_path", ""))
-    if clip_path in MODEL_URLS:
-        return clip_path
-    return "ViT-L/14" if Path(config_path).stem.endswith(L14_SUFFIX) else "ViT-B/16"
-
-
-def published_key(config_path: str, method: str) -> str:
-    """The key of this run's published numbers (plain CLIP's protocols are told apart by the config's folder)."""
-    try:
-        from scclip.published import published_key as key_of
-    except ImportError:
-        return method
-    return key_of(method, config_path)
+def declared_backbone(cfg: Config) -> str:
+    """The backbone a config says it is made for (`backbone`), else its model's public CLIP name."""
+    return str(cfg.get("backbone") or cfg.model.get("clip_path", ""))
 
 
 def is_disk_full(error: BaseException | None) -> bool:
@@ -380,15 +368,16 @@ def metrics_record(args, cfg, device, identity, run, result, resumed, seconds) -
     """metrics.json: one schema for every run (see the README's 'Long runs')."""
     stem = Path(args.config).stem
     method = cfg.model.get("method", DEFAULT_METHOD)
-    backbone = declared_backbone(args.config)
+    backbone = declared_backbone(Config.fromfile(args.config))
     checkpoint_sha256 = identity["model"]["clip_path"]
     return dict(
         schema=METRICS_SCHEMA,
         config=args.config,
         config_name=stem,
-        benchmark=benchmark_of(stem),
+        benchmark=cfg.get("benchmark"),
         method=method,
-        published_as=published_key(args.config, method),
+        published_as=cfg.get("published_as", method),
+        anomaly_detector=cfg.model.get("anomaly_detector", "lof") if method == "scclip" else None,
         backbone=backbone,
         overrides={key: value for key, value in args.cfg_options.items()},
         checkpoint=str(cfg.model.clip_path),

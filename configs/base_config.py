@@ -3,7 +3,11 @@
 custom_imports = dict(imports=['scclip'], allow_failed_imports=False)
 default_scope = 'mmseg'
 
-model = dict(type='SCCLIPForSegmentation', clip_path='ViT-B/16')
+# What a config is: its benchmark (a key of scclip/benchmarks.py; the dataset configs set it) and the
+# backbone it is made for; the published numbers it is compared with follow from them and the method.
+benchmark = None
+backbone = 'ViT-B/16'
+model = dict(type='SCCLIPForSegmentation', clip_path=backbone)
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

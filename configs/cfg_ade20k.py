@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: ADE20K (SceneParsing) val, 150 classes.
 _base_ = './base_config.py'
 
-model = dict(name_path='ade20k')
+benchmark = 'ade20k'
+model = dict(name_path=benchmark)
 
 test_dataloader = dict(
     dataset=dict(

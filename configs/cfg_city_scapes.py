@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: Cityscapes val, 19 classes, resized to 560 px (short side).
 _base_ = './base_config.py'
 
-model = dict(name_path='city_scapes')
+benchmark = 'city_scapes'
+model = dict(name_path=benchmark)
 
 test_pipeline = [
     dict(type='LoadImageFromFile'),

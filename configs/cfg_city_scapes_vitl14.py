@@ -2,4 +2,5 @@
 # settings, pre/post_adjust_idx 16/6, multi 8–19, res_cls 0.1, follow from its 24 blocks).
 _base_ = './cfg_city_scapes.py'
 
-model = dict(clip_path='ViT-L/14')
+backbone = 'ViT-L/14'
+model = dict(clip_path=backbone)

@@ -2,7 +2,8 @@
 # (label maps made by datasets/cvt_coco_object.py).
 _base_ = './base_config.py'
 
-model = dict(name_path='coco_object', logit_scale=55, prob_thd=0.35)
+benchmark = 'coco_object'
+model = dict(name_path=benchmark, logit_scale=55, prob_thd=0.35)
 
 test_dataloader = dict(
     dataset=dict(

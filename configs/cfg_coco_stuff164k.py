@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: COCO-Stuff 164k val2017, 171 classes.
 _base_ = './base_config.py'
 
-model = dict(name_path='coco_stuff164k')
+benchmark = 'coco_stuff164k'
+model = dict(name_path=benchmark)
 
 test_dataloader = dict(
     dataset=dict(

@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal Context val, 59 classes (background ignored).
 _base_ = './base_config.py'
 
-model = dict(name_path='context59')
+benchmark = 'context59'
+model = dict(name_path=benchmark)
 
 test_dataloader = dict(
     dataset=dict(

@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal Context val, 60 classes (background included).
 _base_ = './base_config.py'
 
-model = dict(name_path='context60', prob_thd=0.15)
+benchmark = 'context60'
+model = dict(name_path=benchmark, prob_thd=0.15)
 
 test_dataloader = dict(
     dataset=dict(

@@ -2,7 +2,8 @@
 # settings, pre/post_adjust_idx 16/6, multi 8–19, res_cls 0.1, follow from its 24 blocks).
 _base_ = './cfg_context60.py'
 
+backbone = 'ViT-L/14'
 model = dict(
-    clip_path='ViT-L/14',
+    clip_path=backbone,
     prob_thd=0.15,
 )

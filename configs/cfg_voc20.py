@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal VOC 2012 val, 20 classes (background ignored).
 _base_ = './base_config.py'
 
-model = dict(name_path='voc20')
+benchmark = 'voc20'
+model = dict(name_path=benchmark)
 
 test_dataloader = dict(
     dataset=dict(

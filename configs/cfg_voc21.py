@@ -1,7 +1,8 @@
 # SC-CLIP with ViT-B/16, published settings: Pascal VOC 2012 val, 21 classes (background included).
 _base_ = './base_config.py'
 
-model = dict(name_path='voc21', area_thd=0.1, logit_scale=50, prob_thd=0.15)
+benchmark = 'voc21'
+model = dict(name_path=benchmark, area_thd=0.1, logit_scale=50, prob_thd=0.15)
 
 test_dataloader = dict(
     dataset=dict(

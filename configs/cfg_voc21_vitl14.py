@@ -2,8 +2,9 @@
 # settings, pre/post_adjust_idx 16/6, multi 8–19, res_cls 0.1, follow from its 24 blocks).
 _base_ = './cfg_voc21.py'
 
+backbone = 'ViT-L/14'
 model = dict(
-    clip_path='ViT-L/14',
+    clip_path=backbone,
     logit_scale=40,  # the default: only ViT-B/16 raises it
     prob_thd=0.2,
 )

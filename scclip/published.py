@@ -8,7 +8,7 @@ The numbers are data (`scclip/data/published_miou.json`), made from the releases
 so that tables of our runs can stand beside them without anyone copying numbers by hand. A record
 is keyed by a method name and a backbone; `vanilla` is plain CLIP under SC-CLIP's settings (the
 paper's "vanilla CLIP"), `vanilla_sclip` and `vanilla_clearclip` plain CLIP as those releases run
-it, i.e. the name of the configs/ folder that reproduces it (`scclip` stands for configs/ itself).
+it (the configs of configs/vanilla_sclip/ and configs/vanilla_clearclip/ declare `published_as`).
 """
 import argparse
 import json
@@ -44,22 +44,15 @@ def published_record(method: str, backbone: str) -> dict[str, Any] | None:
     return None if record is None else json.loads(json.dumps(record))  # a copy the caller may change
 
 
-def published_key(method: str, config: str | os.PathLike | None = None) -> str:
-    """The key of a run's published row: `method`, or the config's folder where that folder names
-    one of the method's protocols (configs/vanilla_sclip/... → 'vanilla_sclip' for method 'vanilla')."""
-    folder = Path(config).parent.name if config is not None else ""
-    return folder if folder.startswith(f"{method}_") and folder in _table()["methods"] else method
-
-
-def published_miou(method: str, backbone: str, config: str | os.PathLike | None = None) -> dict[str, float] | None:
+def published_miou(method: str, backbone: str) -> dict[str, float] | None:
     """Published mIoU (%) by benchmark key (see `scclip.benchmarks.BENCHMARKS`), plus `mean` where the mean of all
     eight is published (or follows from eight published numbers); None when nothing is published.
 
-    Benchmarks the source does not report are absent: ViT-L/14 SC-CLIP, for instance, has five
-    benchmarks and the mean of eight. `config`, the config file of a run, tells plain CLIP's
-    protocols apart (see `published_key`); without it `vanilla` is plain CLIP under SC-CLIP's settings.
+    `method` is a method name or, for plain CLIP under another release's protocol, the key a config
+    declares as `published_as` ('vanilla_sclip', 'vanilla_clearclip'). Benchmarks the source does
+    not report are absent: ViT-L/14 SC-CLIP, for instance, has five benchmarks and the mean of eight.
     """
-    record = published_record(published_key(method, config), backbone)
+    record = published_record(method, backbone)
     return None if record is None else record["miou"]
 
 

@@ -21,7 +21,8 @@ from test_datasets import (
 )
 
 from scclip.errors import DatasetError, InputError
-from scclip.evaluation.summary import FULL_SPLIT, published_numbers
+from scclip.benchmarks import BENCHMARKS
+from scclip.evaluation.summary import published_numbers
 from scclip.visualize import comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -207,7 +208,7 @@ def write_run(work_dir: Path, config: str, miou: float, **fields) -> None:
     backbone = "ViT-L/14" if config.endswith("_vitl14") else "ViT-B/16"
     record = dict(config_name=config, benchmark=benchmark, method="scclip", backbone=backbone, overrides={},
                   checkpoint=backbone, checkpoint_sha256="0" * 64, published_weights=True,
-                  num_images=FULL_SPLIT[benchmark], metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0))
+                  num_images=BENCHMARKS[benchmark].images, metrics=dict(aAcc=90.0, mIoU=miou, mAcc=50.0))
     record.update(fields)
     path = work_dir / f"{config}-{len(list(work_dir.glob(config + '-*'))):010d}" / "metrics.json"
     path.parent.mkdir(parents=True)

@@ -165,3 +165,13 @@ def test_configs_and_cfg_options_reach_the_model_and_the_run_identity(model, mon
                                    f"model.clip_path={model.checkpoint_path}", "model.anomaly_detector=knn"])
     with pytest.raises(InputError, match="^anomaly_detector='knn' is not one of lof, norm$"):
         MODELS.build(eval_script.load_config(args, "cpu").model)
+
+
+def test_a_norm_run_is_not_the_published_setting_in_the_summary():
+    from scclip.evaluation.summary import not_comparable_reasons
+
+    run = dict(benchmark="voc21", num_images=1449, published_weights=True, overrides={})
+    assert not_comparable_reasons({**run, "anomaly_detector": "lof"}) == []
+    assert not_comparable_reasons({**run, "anomaly_detector": None}) == []  # a baseline's run
+    (reason,) = not_comparable_reasons({**run, "anomaly_detector": "norm"})
+    assert reason.startswith("anomaly_detector=norm: the release's first commit")

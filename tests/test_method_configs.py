@@ -25,7 +25,6 @@ from scclip.methods import CALIBRATION_INDICES, SWITCHES, settings_for
 from scclip.benchmarks import BENCHMARKS, vocabulary_file
 from scclip.published import (
     build_table,
-    published_key,
     published_methods,
     published_miou,
     published_record,
@@ -179,7 +178,7 @@ def test_config_has_its_release_settings(config):
     scclip = load(f"cfg_{benchmark}{L14 if is_l14 else ''}.py")
     ours, theirs = dict(cfg), dict(scclip)
     for entry in (ours, theirs):
-        for key in ("model", "test_pipeline", "release_settings", "release_resize"):
+        for key in ("model", "test_pipeline", "release_settings", "release_resize", "published_as"):
             entry.pop(key, None)
         entry["test_dataloader"] = {**entry["test_dataloader"],
                                     "dataset": {**entry["test_dataloader"]["dataset"], "pipeline": None}}
@@ -217,13 +216,11 @@ def test_published_numbers_are_the_settings_files():
     assert published_miou("sclip", "ViT-L/14") is None and published_miou("nonexistent", "ViT-B/16") is None
 
 
-def test_plain_clip_protocols_are_told_apart_by_the_config_folder():
-    assert published_key("vanilla", "configs/vanilla_sclip/cfg_voc21.py") == "vanilla_sclip"
-    assert published_key("vanilla", "configs/vanilla_clearclip/cfg_voc20_vitl14.py") == "vanilla_clearclip"
-    assert published_key("vanilla", "configs/vanilla/cfg_voc21.py") == "vanilla"
-    assert published_key("sclip", "configs/vanilla_sclip/cfg_voc21.py") == "sclip"
-    assert published_key("scclip", None) == "scclip"
-    assert published_miou("vanilla", "ViT-B/16", "configs/vanilla_clearclip/cfg_voc20.py")["voc20"] == (
+def test_plain_clip_protocols_are_declared_by_their_configs():
+    for folder in ("vanilla_sclip", "vanilla_clearclip"):
+        assert {load(str(path.relative_to(CONFIGS)))["published_as"] for path in (CONFIGS / folder).glob("cfg_*.py")} == {folder}
+    assert all("published_as" not in load(config) for config in ("cfg_voc21.py", "vanilla/cfg_voc21.py", "sclip/cfg_voc21.py"))
+    assert published_miou("vanilla_clearclip", "ViT-B/16")["voc20"] == (
         release("clearclip")["published_miou"]["readme_vit_b16"]["vanilla (CLIP)"]["voc20"])
 
 

@@ -2,4 +2,5 @@
 # clearclip/cfg_coco_stuff164k.py with CLIP's own last block (attention, residual and MLP).
 _base_ = '../clearclip/cfg_coco_stuff164k.py'
 
+published_as = 'vanilla_clearclip'  # plain CLIP under this release's protocol
 model = dict(method='vanilla', residual=True)

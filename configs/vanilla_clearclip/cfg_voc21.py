@@ -4,4 +4,5 @@
 # --cfg-options model.prob_thd=0.2 instead of the release's 0.5.
 _base_ = '../clearclip/cfg_voc21.py'
 
+published_as = 'vanilla_clearclip'  # plain CLIP under this release's protocol
 model = dict(method='vanilla', residual=True)

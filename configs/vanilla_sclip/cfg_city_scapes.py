@@ -2,4 +2,5 @@
 # sclip/cfg_city_scapes.py with CLIP's own last block.
 _base_ = '../sclip/cfg_city_scapes.py'
 
+published_as = 'vanilla_sclip'  # plain CLIP under this release's protocol
 model = dict(method='vanilla')

@@ -10,24 +10,11 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from ..benchmarks import BENCHMARKS
 from ..errors import InputError
+from ..published import published_miou
 from .runs import METRICS_FILE
 
-# Benchmarks in the paper's order, their names in tables, and the full validation split sizes.
-BENCHMARKS = {
-    "voc21": "VOC21", "context60": "Context60", "coco_object": "COCO-Object", "voc20": "VOC20",
-    "context59": "Context59", "coco_stuff164k": "COCO-Stuff", "city_scapes": "Cityscapes", "ade20k": "ADE20K",
-}
-FULL_SPLIT = dict(voc21=1449, voc20=1449, context60=5105, context59=5105, coco_object=5000, coco_stuff164k=5000,
-                  city_scapes=500, ade20k=2000)
-# SC-CLIP's published mIoU (SPEC §4), used while scclip.published is not there.
-SCCLIP_PAPER = {
-    "ViT-B/16": dict(voc21=64.6, context60=36.8, coco_object=37.7, voc20=84.3, context59=40.1,
-                     coco_stuff164k=26.6, city_scapes=41.0, ade20k=20.1),
-    "ViT-L/14": dict(voc21=65.0, context60=36.9, coco_stuff164k=26.9, city_scapes=41.3, ade20k=21.7),
-}
-SCCLIP_PAPER_MEAN = {"ViT-B/16": 43.9, "ViT-L/14": 45.2}
-L14_SUFFIX = "_vitl14"
 # Overrides that say where things are or how fast they run, not what is predicted.
 HARMLESS_OVERRIDES = ("test_dataloader.dataset.data_root", "test_dataloader.num_workers", "test_dataloader.batch_size",
                       "test_dataloader.persistent_workers", "test_dataloader.pin_memory", "model.device",
@@ -37,27 +24,14 @@ HARMLESS_OVERRIDES = ("test_dataloader.dataset.data_root", "test_dataloader.num_
 
 def published_numbers(method: str, backbone: str) -> dict[str, float]:
     """Published mIoU per benchmark key (and 'mean' where published) of a method and backbone; {} if none."""
-    try:
-        from ..published import published_miou
-    except ImportError:
-        published_miou = None
-    if published_miou is not None:
-        numbers = published_miou(method, backbone)
-        return dict(numbers or {})
-    if method == "scclip" and backbone in SCCLIP_PAPER:
-        return {**SCCLIP_PAPER[backbone], "mean": SCCLIP_PAPER_MEAN[backbone]}
-    return {}
-
-
-def benchmark_of(config_stem: str) -> str:
-    """'cfg_voc21_vitl14' → 'voc21'."""
-    return config_stem.removeprefix("cfg_").removesuffix(L14_SUFFIX)
+    return dict(published_miou(method, backbone) or {})
 
 
 def not_comparable_reasons(run: dict) -> list[str]:
     """Why a run's mIoU cannot be set beside the published one (empty when it can)."""
     reasons = []
-    full = FULL_SPLIT.get(run.get("benchmark", ""))
+    benchmark = BENCHMARKS.get(run.get("benchmark") or "")
+    full = benchmark.images if benchmark is not None else None
     if full is not None and run.get("num_images") != full:
         reasons.append(f"{run.get('num_images')} of {full} images")
     if not run.get("published_weights", False):
@@ -65,6 +39,8 @@ def not_comparable_reasons(run: dict) -> list[str]:
     changed = [name for name in run.get("overrides", {}) if name not in HARMLESS_OVERRIDES]
     if changed:
         reasons.append("settings changed: " + ", ".join(changed))
+    if run.get("anomaly_detector") not in (None, "lof"):
+        reasons.append(f"anomaly_detector={run['anomaly_detector']}: the release's first commit, not the published setting")
     return reasons
 
 
@@ -93,7 +69,6 @@ def summary_table(work_dir: str | os.PathLike) -> str:
     order = list(BENCHMARKS)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
-        run.setdefault("benchmark", benchmark_of(run.get("config_name", run.get("config", ""))))
         groups[(run.get("published_as", run.get("method", "scclip")), run.get("backbone", "ViT-B/16"))].append(run)
     lines = ["| method | backbone | dataset | mIoU (ours) | mIoU (published) | diff | images | note |",
              "|---|---|---|---:|---:|---:|---:|---|"]
@@ -111,7 +86,8 @@ def summary_table(work_dir: str | os.PathLike) -> str:
                 comparable_by_benchmark.setdefault(run["benchmark"], ours)
             diff = "—" if reasons or paper is None or ours is None else f"{ours - paper:+.2f}"
             note = f"not comparable: {'; '.join(reasons)}" if reasons else ""
-            name = BENCHMARKS.get(run["benchmark"], run["benchmark"])
+            name = (BENCHMARKS[run["benchmark"]].title if run["benchmark"] in BENCHMARKS
+                    else run["benchmark"] or run.get("config_name", "?"))
             lines.append(f"| {method} | {backbone} | {name} | {_cell(ours, 2)} | {_cell(paper, 1)} | {diff} | "
                          f"{run.get('num_images', '?')} | {note} |")
             overrides = " ".join(f"{key}={value}" for key, value in run.get("overrides", {}).items()) or "none"
