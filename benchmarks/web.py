@@ -7,7 +7,7 @@ cost depends on the weights' values). The app runs in its own process, as starte
 - per request, through `gradio_client` (upload, queue, segmentation, picture, label files, download
   of the answer): a new vocabulary (its text is encoded), the same vocabulary again (kept: image
   only), with PAMR, and a 12-megapixel phone-size photo;
-- four clients at once: the queue answers them one after the other;
+- four clients at once: all answered (text encoding and segmentation each serve one at a time);
 - the same photo segmented in-process with `Segmenter`, in turns with the app, so the web's own
   overhead shows.
 

@@ -1,4 +1,4 @@
-"""Vocabularies, prompt templates and the text queries built from them (SPEC §3)."""
+"""Vocabularies, prompt templates and the text queries built from them (docs/method.md#text-queries)."""
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -121,9 +121,11 @@ class DefaultProgress:
         self.bar = tqdm(total=total, desc="encoding text prompts", unit="prompt", delay=BAR_DELAY_S,
                         leave=False, file=sys.stderr, disable=not terminal)
         self.log = not terminal
+        self.done = 0  # a disabled bar does not count, but trackers of its updates (Gradio's) add them up
 
     def __call__(self, done: int, total: int) -> None:
-        self.bar.update(done - self.bar.n)
+        self.bar.update(done - self.done)
+        self.done = done
         now = time.monotonic()
         if self.log and done < total and now - self.last_line >= LOG_EVERY_S:
             self.last_line = now

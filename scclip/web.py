@@ -3,11 +3,15 @@
 A Gradio app over `Segmenter` (no second pipeline): the CLIP model loads once, at start; the
 segmenters of the vocabularies asked for share it and are kept, most recently used first, so a
 second request with the same classes costs one image encoding (a new vocabulary is encoded once
-and, through the on-disk text-feature cache, never again for this checkpoint). Requests go through
-Gradio's queue one at a time; every input problem is a message in the page (`gr.Error`), never a
-traceback, and the server keeps serving. Uploads and results live in one private temporary folder
-that is pruned while serving and removed on exit. Gradio's usage analytics are off and nothing
-else is fetched from the internet.
+and, through the on-disk text-feature cache, never again for this checkpoint). Work goes in two
+lanes, one request at a time in each: encoding the text of a new vocabulary (minutes for hundreds
+of classes on a CPU, with progress shown in the page) and segmenting images, so a request whose
+classes are ready is never held behind another's new vocabulary; when new vocabularies pile up the
+next one is refused with "busy, try again". Every input problem is a message in the page
+(`gr.Error`), never a traceback, and the server keeps serving. The handler reads only files uploaded
+through the page (a path that points anywhere else is refused with one message, whether or not it
+exists). Uploads and results live in one private temporary folder that is pruned while serving and
+removed on exit. Gradio's usage analytics are off and nothing else is fetched from the internet.
 
 The same event is the HTTP API `segment`:
 
@@ -17,18 +21,20 @@ The same event is the HTTP API `segment`:
 """
 from __future__ import annotations
 
+import errno
 import html
 import importlib
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
 import traceback
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,26 +42,27 @@ from typing import Any
 from PIL import Image
 
 from .api import SAMPLE_CLASSES, SAMPLE_IMAGE, SegmentationResult, Segmenter, parse_classes, vocabulary_lines
+from .benchmarks import BENCHMARKS
 from .clip import load
 from .clip.openclip import split_backbone
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .methods import available_methods
+from .text import SYNONYM_SEPARATOR
 
 INSTALL_HINT = 'pip install -e ".[web]"'
 GRADIO_MAJOR = 6
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
-VOCABULARY_FOLDER = Path(__file__).resolve().parents[1] / "configs"
 NO_VOCABULARY = "none: the classes typed above"
-# Shown names of the benchmark vocabularies shipped as configs/cls_<key>.txt.
+# Shown names of the benchmark vocabularies shipped with the package (scclip.benchmarks).
 VOCABULARY_TITLES = {
     "voc21": "PASCAL VOC with background",
     "voc20": "PASCAL VOC",
     "context60": "PASCAL Context with background",
     "context59": "PASCAL Context",
     "coco_object": "COCO-Object",
-    "coco_stuff": "COCO-Stuff",
+    "coco_stuff164k": "COCO-Stuff",
     "ade20k": "ADE20K",
     "city_scapes": "Cityscapes",
 }
@@ -68,6 +75,20 @@ SKIMAGE_SAMPLES = (
 DEFAULT_METHOD = "scclip"
 PANEL_SIDE = 512
 DEFAULT_OPACITY = 0.5
+# A palette label PNG has 256 values: no request can have more classes.
+LABEL_PNG_CLASSES = 256
+# Requests the app works on at once. They wait in two lanes (encoding new vocabularies, segmenting
+# images), each doing one thing at a time; the names waiting for the encoder are bounded (see
+# `SegmenterPool`), so even with every worker waiting for it, a request whose classes are ready gets
+# one when the current encoding ends. More requests wait in Gradio's queue (`Limits.queue_size`).
+WORKERS = 8
+# The one answer to an image path that is not a file uploaded to this server, whether or not it
+# exists, is a folder, an image or a link: it tells nothing about the server's files.
+NOT_UPLOADED = "the image was not uploaded to this page: upload it (the demo reads only files uploaded to it)"
+ENCODER_BUSY = (
+    "the server is busy encoding the text of other requests' new classes: try again in a few minutes "
+    "(classes this server has already used are answered meanwhile)"
+)
 
 
 @dataclass(frozen=True)
@@ -79,21 +100,28 @@ class Limits:
             fits. The model never sees more than 2048×336 (the benchmarks' resize); the labels
             come back at full size, in bounded memory, and the picture is drawn from them.
         max_classes: the most classes per request; 256 is what a palette label PNG can hold.
+        max_names: the most names per request, synonyms included: the text encoder's work grows
+            with names, not classes (80 prompts each, about 1.3 s per name for ViT-B/16 on one
+            CPU core), so 'a|b|c|...' cannot make one request hold the encoder for hours.
         max_file_mb: the largest upload, in megabytes (refused by Gradio before it is stored).
         queue_size: requests waiting at most; more get "the queue is full" in the page.
     """
 
     max_side: int = 4096
-    max_classes: int = 256
+    max_classes: int = LABEL_PNG_CLASSES
+    max_names: int = 2 * LABEL_PNG_CLASSES
     max_file_mb: int = 50
     queue_size: int = 32
 
     def __post_init__(self) -> None:
-        for name in ("max_side", "max_classes", "max_file_mb", "queue_size"):
+        for name in ("max_side", "max_classes", "max_names", "max_file_mb", "queue_size"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
-        if self.max_classes > 256:
-            raise InputError(f"--max-classes {self.max_classes}: a label PNG holds at most 256 classes: use 256 or fewer")
+        if self.max_classes > LABEL_PNG_CLASSES:
+            raise InputError(
+                f"--max-classes {self.max_classes}: a label PNG holds at most {LABEL_PNG_CLASSES} classes: "
+                f"use {LABEL_PNG_CLASSES} or fewer"
+            )
 
 
 def require_gradio() -> Any:
@@ -111,11 +139,11 @@ def require_gradio() -> Any:
     return gradio
 
 
-def benchmark_vocabularies(folder: Path = VOCABULARY_FOLDER) -> dict[str, Path]:
-    """Shown name → file of the benchmark vocabularies found in `folder` (empty when not shipped)."""
+def benchmark_vocabularies() -> dict[str, Path]:
+    """Shown name → file of the benchmark vocabularies shipped with the package (empty when none is)."""
     found = {}
     for key, title in VOCABULARY_TITLES.items():
-        path = folder / f"cls_{key}.txt"
+        path = BENCHMARKS[key].vocabulary
         if path.is_file():
             count = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
             found[f"{title} ({count} classes)"] = path
@@ -133,12 +161,21 @@ def sample_photos() -> list[tuple[Path, str]]:
     return samples
 
 
+def name_count(lines: Sequence[str]) -> int:
+    """Names in vocabulary lines, synonyms included: what the text encoder's work grows with."""
+    return sum(len(line.split(SYNONYM_SEPARATOR)) for line in lines)
+
+
 class SegmenterPool:
     """One loaded CLIP and the segmenters built on it, one per (method, classes, PAMR, threshold).
 
     Building a segmenter for new classes encodes their text (or reads it from the on-disk
     text-feature cache); the `capacity` most recently used are kept, so repeating a request
-    encodes nothing. Thread-safe: Gradio may call from several worker threads.
+    encodes nothing. Thread-safe: Gradio calls from several worker threads. New vocabularies are
+    encoded one at a time; while one is, others wait only as long as all names waiting (the encoding
+    one's included) stay within `encode_budget`, else they are refused as busy, so the wait for the
+    encoder stays bounded (about 1.3 s per name for ViT-B/16 on one CPU core). A vocabulary built
+    once in this process (with the text cache on) builds at once, beside them.
 
     Args:
         backbone: a public CLIP name or a checkpoint file, as for `Segmenter`.
@@ -146,6 +183,7 @@ class SegmenterPool:
         method: the method used when a request names none (None: `Segmenter`'s default, scclip).
         slide: sliding-window inference (False: whole image at once).
         capacity: how many segmenters to keep.
+        encode_budget: names (synonyms included) allowed to wait for the encoder (None: no bound).
         **options: further `Segmenter` options (e.g. clip_arch, download_root, logit_scale).
     """
 
@@ -156,6 +194,7 @@ class SegmenterPool:
         method: str | None = None,
         slide: bool = True,
         capacity: int = 8,
+        encode_budget: int | None = None,
         **options: Any,
     ) -> None:
         backbone, clip_arch = split_backbone(backbone, options.pop("clip_arch", None))
@@ -167,68 +206,136 @@ class SegmenterPool:
         self.slide = slide
         self.options = options
         self.capacity = capacity
+        self.encode_budget = encode_budget
         self.clip_model, _ = load(backbone, device=device, download_root=options.get("download_root"), arch=clip_arch)
         self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below; never held while text is encoded
+        self._encoding = threading.Lock()  # held while a new vocabulary's segmenter is built
+        self._encode_queue = 0  # names of the vocabularies encoding or waiting to
+        # Vocabularies whose text features are in the on-disk cache (built here with it on): cheap to build.
+        self._stored: set[tuple[str, ...]] = set()
         self.builds = 0  # segmenters built so far (a repeated request builds none)
 
-    def get(self, lines: Sequence[str], method: str | None = None, pamr: bool = False, prob_thd: float = 0.0) -> Segmenter:
-        """The segmenter for these vocabulary lines and settings, built (text encoded) on first use."""
+    def get(
+        self,
+        lines: Sequence[str],
+        method: str | None = None,
+        pamr: bool = False,
+        prob_thd: float = 0.0,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Segmenter:
+        """The segmenter for these vocabulary lines and settings, built (text encoded) on first use.
+
+        `on_wait` is called when this request must wait for another vocabulary's encoding.
+        Raises ScclipError (busy) when this new vocabulary's names would overrun `encode_budget`
+        (never when the encoder is idle).
+        """
         method = method or self.method
         key = (method, tuple(lines), bool(pamr), float(prob_thd))
         with self._lock:
-            segmenter = self._segmenters.get(key)
+            segmenter = self._kept(key)
             if segmenter is not None:
-                self._segmenters.move_to_end(key)
                 return segmenter
-            extra = dict(self.options)
-            if method is not None:
-                extra["method"] = method
-            segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,
-                                  prob_thd=prob_thd, slide=self.slide, clip_model=self.clip_model, **extra)
+            cheap = key[1] in self._stored
+            names = name_count(key[1])
+            if not cheap:
+                budget = self.encode_budget
+                if budget is not None and self._encode_queue and self._encode_queue + names > budget:
+                    raise ScclipError(ENCODER_BUSY)
+                self._encode_queue += names
+        if cheap:
+            return self._build(key)
+        try:
+            if on_wait is not None and self._encoding.locked():
+                on_wait()
+            with self._encoding:
+                with self._lock:
+                    segmenter = self._kept(key)  # built by a request that was encoding it meanwhile
+                return segmenter or self._build(key)
+        finally:
+            with self._lock:
+                self._encode_queue -= names
+
+    def _kept(self, key: tuple) -> Segmenter | None:
+        """The kept segmenter of `key`, marked most recently used (call with the lock held)."""
+        segmenter = self._segmenters.get(key)
+        if segmenter is not None:
+            self._segmenters.move_to_end(key)
+        return segmenter
+
+    def _build(self, key: tuple) -> Segmenter:
+        method, lines, pamr, prob_thd = key
+        extra = dict(self.options)
+        if method is not None:
+            extra["method"] = method
+        segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,
+                              prob_thd=prob_thd, slide=self.slide, clip_model=self.clip_model, **extra)
+        with self._lock:
             self.builds += 1
             self._segmenters[key] = segmenter
+            if extra.get("text_cache", True):
+                self._stored.add(lines)
             while len(self._segmenters) > self.capacity:
                 self._segmenters.popitem(last=False)
-            return segmenter
+        return segmenter
 
 
 class ResultFolder:
     """Where the label PNGs and JSONs of requests are written before Gradio copies them out.
 
-    Gradio copies each returned file into its cache (which `delete_cache` prunes), so a request's
-    folder is no longer needed once the request is over; folders of finished requests are removed
-    when the next request starts, and the whole folder on exit.
+    Gradio copies each returned file into its cache (which `delete_cache` prunes) just after the
+    handler returns, so a request's folder is no longer needed soon after; folders of requests
+    finished more than `grace_s` ago are removed when a request starts (not at once: requests run
+    side by side, and another's files may not be copied yet), and the whole folder on exit.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, grace_s: float = 60.0) -> None:
         self.root = root
-        self._finished: list[Path] = []
+        self.grace_s = grace_s
+        self._finished: list[tuple[float, Path]] = []
         self._lock = threading.Lock()
 
     def new(self) -> Path:
         with self._lock:
-            for folder in self._finished:
-                shutil.rmtree(folder, ignore_errors=True)
-            self._finished.clear()
+            cutoff = time.monotonic() - self.grace_s
+            for finished, folder in self._finished:
+                if finished <= cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            self._finished = [(finished, folder) for finished, folder in self._finished if finished > cutoff]
         folder = self.root / uuid.uuid4().hex
         folder.mkdir(parents=True)
         return folder
 
     def finished(self, folder: Path) -> None:
         with self._lock:
-            self._finished.append(folder)
+            self._finished.append((time.monotonic(), folder))
 
 
-def uploaded_path(payload: Any) -> tuple[Path, str]:
-    """The stored file of an uploaded image and the name the user gave it."""
+def uploaded_path(payload: Any, upload_root: Path) -> tuple[Path, str]:
+    """The stored file of an uploaded image (links resolved) and the name the user gave it.
+
+    The API takes the image as {"path": ...}; only a file inside `upload_root` (Gradio's upload
+    folder) is read. Anything else gets `NOT_UPLOADED`, decided before the file system is asked
+    when the path names a place outside the folder, so the answer tells nothing about that place.
+    """
     if not payload:
         raise InputError("no image: upload, paste or drop one, or pick a sample photo below the image box")
     path = payload.get("path") if isinstance(payload, dict) else None
-    if not path:
+    if not path or not isinstance(path, str):
         raise InputError("the image did not arrive as a file: upload it again")
-    name = payload.get("orig_name") or Path(path).name
-    return Path(path), Path(name).name
+    roots = {Path(os.path.abspath(upload_root)), upload_root.resolve()}
+    named = Path(os.path.normpath(os.path.join(os.path.abspath(upload_root), path)))
+    if "\0" in path or not any(named.is_relative_to(root) for root in roots):
+        raise InputError(NOT_UPLOADED)
+    try:
+        resolved = named.resolve(strict=True)  # every link followed: one inside may point outside
+    except (OSError, RuntimeError):
+        raise InputError(NOT_UPLOADED) from None
+    if not resolved.is_relative_to(upload_root.resolve()) or not resolved.is_file():
+        raise InputError(NOT_UPLOADED)
+    name = payload.get("orig_name")
+    name = name if isinstance(name, str) and name else resolved.name
+    return resolved, Path(name).name
 
 
 def check_image_size(path: Path, name: str, max_side: int) -> None:
@@ -245,23 +352,53 @@ def check_image_size(path: Path, name: str, max_side: int) -> None:
         )
 
 
-def request_lines(classes: str | None, vocabulary: str | None, vocabularies: dict[str, Path], max_classes: int) -> list[str]:
-    """The vocabulary lines of a request: the chosen benchmark vocabulary's, then the typed classes."""
+def request_lines(
+    classes: Any, vocabulary: Any, vocabularies: dict[str, Path], max_classes: int,
+    max_names: int = 2 * LABEL_PNG_CLASSES,
+) -> list[str]:
+    """The vocabulary lines of a request: the chosen benchmark vocabulary's, then the typed classes.
+
+    A vocabulary is chosen by its name in the menu (a key of `vocabularies`), never by a path.
+    """
+    if classes is not None and not isinstance(classes, str):
+        raise InputError(
+            f"the classes must be text, not {type(classes).__name__}: type them, e.g. 'cat, dog|puppy, sky'"
+        )
     vocab_file = None
     if vocabulary and vocabulary != NO_VOCABULARY:
-        if vocabulary not in vocabularies:
-            raise InputError(f"unknown vocabulary {vocabulary!r}: pick one of {', '.join(vocabularies)}")
+        if not isinstance(vocabulary, str) or vocabulary not in vocabularies:
+            shown = vocabulary if isinstance(vocabulary, str) else type(vocabulary).__name__
+            raise InputError(f"unknown vocabulary {shown!r}: pick one of {', '.join(vocabularies)}")
         vocab_file = vocabularies[vocabulary]
     typed = (classes or "").strip()
     if vocab_file is None and not parse_classes(typed):
         raise InputError("no class names: type some, e.g. 'cat, dog|puppy, sky', or pick a benchmark vocabulary")
     lines = vocabulary_lines(typed if parse_classes(typed) else None, vocab_file)
-    if len(lines) > max_classes:
+    count = len(lines)
+    if count > LABEL_PNG_CLASSES:
         raise InputError(
-            f"{len(lines)} classes is more than this demo's limit of {max_classes}: "
-            f"name fewer, or start the demo with --max-classes {min(len(lines), 256)}"
+            f"this request has {count} classes; a label map holds at most {LABEL_PNG_CLASSES}: "
+            f"name {LABEL_PNG_CLASSES} or fewer"
+        )
+    if count > max_classes:
+        raise InputError(
+            f"this request has {count} classes, more than this demo's limit of {max_classes}: "
+            f"name fewer, or start the demo with --max-classes {count}"
+        )
+    names = name_count(lines)
+    if names > max_names:
+        raise InputError(
+            f"this request has {names} names (classes and their synonyms), more than this demo's limit of "
+            f"{max_names}: name fewer classes or synonyms"
         )
     return lines
+
+
+def fraction(value: Any, what: str) -> float:
+    """A request's number that must lie in [0, 1] (the API may send anything)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise InputError(f"{what} {value!r} must be a number in [0, 1]")
+    return float(value)
 
 
 def shares_of(result: SegmentationResult) -> dict[str, float]:
@@ -298,8 +435,10 @@ class WebDemo:
         self.temp_root = Path(temp_root or tempfile.mkdtemp(prefix="scclip-web-"))
         self.vocabularies = benchmark_vocabularies()
         # Every component reads the upload folder when it is made: point Gradio at ours first.
-        os.environ["GRADIO_TEMP_DIR"] = str(self.temp_root / "gradio")
+        self.upload_root = self.temp_root / "gradio"
+        os.environ["GRADIO_TEMP_DIR"] = str(self.upload_root)
         self.results = ResultFolder(self.temp_root / "results")
+        self._segmenting = threading.Lock()  # one image through the model at a time
         self.blocks = self.build()
 
     def segment(
@@ -318,14 +457,16 @@ class WebDemo:
         progress = progress or (lambda *args, **kwargs: None)
         try:
             progress(0.0, desc="checking the request")
-            path, name = uploaded_path(image)
-            lines = request_lines(classes, vocabulary, self.vocabularies, self.limits.max_classes)
-            if method and self.methods and method not in self.methods:
-                raise InputError(f"unknown method {method!r}: use one of {', '.join(self.methods)}")
-            if not 0.0 <= float(prob_thd) <= 1.0:
-                raise InputError(f"probability threshold {prob_thd} must lie in [0, 1]")
-            if not 0.0 <= float(opacity) <= 1.0:
-                raise InputError(f"overlay opacity {opacity} must lie in [0, 1]")
+            path, name = uploaded_path(image, self.upload_root)
+            limits = self.limits
+            lines = request_lines(classes, vocabulary, self.vocabularies, limits.max_classes, limits.max_names)
+            offered = self.methods or [self.pool.method or DEFAULT_METHOD]
+            if method and method not in offered:
+                raise InputError(f"unknown method {method!r}: use one of {', '.join(offered)}")
+            if not isinstance(pamr, bool):
+                raise InputError(f"PAMR must be true or false, not {pamr!r}")
+            prob_thd = fraction(prob_thd, "probability threshold")
+            opacity = fraction(opacity, "overlay opacity")
             check_image_size(path, name, self.limits.max_side)
             progress(0.1, desc="reading the image")
             try:
@@ -333,9 +474,15 @@ class WebDemo:
             except ImageError as error:
                 raise ImageError(str(error).replace(str(path), name)) from None
             progress(0.2, desc=f"text features of {len(lines)} classes")
-            segmenter = self.pool.get(lines, method or None, bool(pamr), float(prob_thd))
-            progress(0.3, desc="segmenting")
-            result = segmenter(rgb)
+            # Encoding a new vocabulary reports the prompts done through a tqdm bar (scclip.text), which
+            # Gradio's track_tqdm shows in the page.
+            segmenter = self.pool.get(lines, method or None, pamr, prob_thd, on_wait=lambda: progress(
+                0.2, desc="waiting: the text encoder is busy with another request's new classes"))
+            if self._segmenting.locked():
+                progress(0.3, desc="waiting for the image model (another request is segmenting)")
+            with self._segmenting:
+                progress(0.4, desc="segmenting")
+                result = segmenter(rgb)
             progress(0.9, desc="drawing")
             picture = result.picture(PANEL_SIDE, alpha=float(opacity))
             folder = self.results.new()
@@ -419,7 +566,7 @@ class WebDemo:
             button.click(
                 segment_event, inputs=[image, classes, vocabulary, method, pamr, prob_thd, opacity],
                 outputs=[picture, files, shares, kept], api_name="segment", preprocess=False,
-                concurrency_limit=1, concurrency_id="model",
+                concurrency_limit=WORKERS,  # the handler's lanes take turns on the model
                 api_description="Segment an image into the named classes: returns the picture "
                                 "(image | prediction | overlay with legend), the label PNG and its JSON, and the pixel shares.",
             )
@@ -429,10 +576,18 @@ class WebDemo:
         return blocks
 
     def launch(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
-        """Start serving in the background; returns the page's address."""
-        self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
-                           share=False, ssr_mode=False, max_file_size=f"{self.limits.max_file_mb}mb",
-                           show_error=True)
+        """Start serving in the background; returns the page's address.
+
+        Raises InputError when host:port cannot be served (a bad port, an address of another
+        machine, a port in use).
+        """
+        check_address(host, port)
+        try:
+            self.blocks.launch(server_name=host, server_port=port, prevent_thread_lock=True, quiet=True,
+                               share=False, ssr_mode=False, max_file_size=f"{self.limits.max_file_mb}mb",
+                               show_error=True)
+        except OSError:  # taken since it was checked: Gradio's own message names its launch() options
+            raise InputError(f"--port {port}: {host}:{port} is in use: pick another --port") from None
         return self.blocks.local_url
 
     def close(self) -> None:
@@ -453,13 +608,18 @@ def serve(
     limits: Limits = Limits(),
     **options: Any,
 ) -> None:
-    """Load the model, serve the page at host:port until interrupted (Ctrl+C or SIGTERM), then clean up."""
+    """Load the model, serve the page at host:port until interrupted (Ctrl+C or SIGTERM), then clean up.
+
+    The address is checked before the model loads (minutes for a large one): a bad or busy port is
+    one InputError at once.
+    """
     require_gradio()
     started = time.perf_counter()
+    check_address(host, port)
     methods = available_methods()
     if method is not None and methods and method not in methods:
         raise InputError(f"--method {method!r} is not one of {', '.join(methods)}")
-    pool = SegmenterPool(backbone, device=device, method=method, slide=slide, **options)
+    pool = SegmenterPool(backbone, device=device, method=method, slide=slide, encode_budget=limits.max_names, **options)
     pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)
     on_main_thread = threading.current_thread() is threading.main_thread()
@@ -469,10 +629,7 @@ def serve(
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, _interrupt)
     try:
-        try:
-            url = demo.launch(host, port)
-        except OSError as error:
-            raise InputError(f"cannot serve on {host}:{port} ({error}): pick another --port or --host") from None
+        url = demo.launch(host, port)
         print(f"scclip web demo: {url} (ready in {time.perf_counter() - started:.1f} s; Ctrl+C stops it)", flush=True)
         print(f"uploads and results: {demo.temp_root} (removed on exit)", flush=True)
         while demo.blocks.is_running:
@@ -485,6 +642,32 @@ def serve(
         demo.close()
         for number, handler in handlers.items():
             signal.signal(number, handler)
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, a port out of 1–65535, a host that is not an address of this machine, or a
+    port in use (tried by binding it, as the server will; SO_REUSEADDR lets a just-closed port pass)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise InputError(f"--port {port} is not a port: use a number from 1 to 65535 (default {DEFAULT_PORT})")
+    other_host = f"use {DEFAULT_HOST}, 0.0.0.0 or this machine's address"
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (OSError, UnicodeError) as error:
+        raise InputError(f"--host {host}: not an address ({error}): {other_host}") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except PermissionError:
+            raise InputError(
+                f"--port {port}: serving on ports below 1024 needs administrator rights: use --port {DEFAULT_PORT}"
+            ) from None
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise InputError(
+                    f"--port {port}: {host}:{port} is in use (another server runs there): pick another --port"
+                ) from None
+            raise InputError(f"--host {host}: cannot serve there ({error.strerror}): {other_host}") from None
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -27,8 +27,21 @@ from PIL import Image
 from skimage import data as sample_data
 
 from scclip.api import SAMPLE_IMAGE, display_names
+from scclip.benchmarks import BENCHMARKS
 from scclip.errors import InputError, ScclipError
-from scclip.web import NO_VOCABULARY, Limits, SegmenterPool, benchmark_vocabularies, request_lines
+from scclip.web import (
+    ENCODER_BUSY,
+    NO_VOCABULARY,
+    NOT_UPLOADED,
+    Limits,
+    ResultFolder,
+    SegmenterPool,
+    WebDemo,
+    benchmark_vocabularies,
+    check_address,
+    request_lines,
+    uploaded_path,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -54,7 +67,7 @@ def small_photo(folder: Path, name: str, array: np.ndarray, width: int = 160) ->
 
 def test_request_lines_reads_typed_classes_and_benchmark_vocabularies():
     vocabularies = benchmark_vocabularies()
-    assert len(vocabularies) == 8, "the eight shipped vocabularies (configs/cls_*.txt) are offered"
+    assert len(vocabularies) == 8, "the eight shipped vocabularies (scclip/data/vocabularies) are offered"
     assert request_lines("cat, dog|puppy , sky", NO_VOCABULARY, vocabularies, 10) == ["cat", "dog, puppy", "sky"]
     voc = next(name for name in vocabularies if name.startswith("PASCAL VOC ("))
     lines = request_lines("", voc, vocabularies, 256)
@@ -67,14 +80,89 @@ def test_request_lines_reads_typed_classes_and_benchmark_vocabularies():
     [
         ("", NO_VOCABULARY, "no class names"),
         (" , | ,", NO_VOCABULARY, "no class names"),
-        ("a, b, c, d", NO_VOCABULARY, "4 classes is more than this demo's limit of 3"),
+        ("a, b, c, d", NO_VOCABULARY,
+         "this request has 4 classes, more than this demo's limit of 3: name fewer, or start the demo with --max-classes 4"),
+        ("a|b|c, d|e", NO_VOCABULARY, "this request has 5 names (classes and their synonyms), more than this demo's limit of 4"),
         ("cat, cat", NO_VOCABULARY, "cat"),
         ("cat", "Imaginary (3 classes)", "unknown vocabulary"),
+        # A vocabulary is one of the menu's names, never a file of the server.
+        ("cat", str(BENCHMARKS["voc20"].vocabulary), "unknown vocabulary"),
+        ("cat", "scclip/data/vocabularies/voc20.txt", "unknown vocabulary 'scclip/data/vocabularies/voc20.txt'"),
+        ("cat", "/etc/passwd", "unknown vocabulary '/etc/passwd'"),
+        ("cat", ["PASCAL VOC (20 classes)"], "unknown vocabulary 'list'"),
+        ({"path": "/etc/passwd"}, NO_VOCABULARY, "the classes must be text, not dict"),
     ],
 )
 def test_request_lines_refuses_bad_vocabularies_with_a_message(classes, vocabulary, message):
     with pytest.raises(ScclipError, match=re.escape(message)):
-        request_lines(classes, vocabulary, benchmark_vocabularies(), 3)
+        request_lines(classes, vocabulary, benchmark_vocabularies(), 3, max_names=4)
+
+
+def test_too_many_classes_hint_names_what_this_request_needs():
+    classes = ", ".join(f"class {i}" for i in range(300))
+    with pytest.raises(InputError) as error:
+        request_lines(classes, NO_VOCABULARY, {}, 256, max_names=1000)
+    # A label PNG holds 256 classes: no --max-classes would let 300 through, so none is suggested.
+    assert str(error.value) == "this request has 300 classes; a label map holds at most 256: name 256 or fewer"
+    with pytest.raises(InputError, match=re.escape("this request has 200 classes, more than this demo's limit of 24: "
+                                                   "name fewer, or start the demo with --max-classes 200")):
+        request_lines(", ".join(f"class {i}" for i in range(200)), NO_VOCABULARY, {}, 24)
+
+
+def test_only_files_inside_the_upload_folder_are_read(tmp_path):
+    uploads = tmp_path / "uploads"
+    (uploads / "0a1b" / "sub").mkdir(parents=True)
+    photo = uploads / "0a1b" / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(outside)
+    (uploads / "0a1b" / "link.png").symlink_to(outside)
+    (uploads / "0a1b" / "loop.png").symlink_to(uploads / "0a1b" / "loop.png")
+    foreign = [
+        str(outside),  # an image outside
+        str(tmp_path / "missing.png"),  # nothing there
+        str(tmp_path),  # a folder
+        "/etc/passwd",  # not an image
+        str(uploads / "0a1b" / "link.png"),  # a link inside pointing outside
+        str(uploads / "0a1b" / "loop.png"),  # a link to itself
+        str(uploads / "0a1b" / ".." / ".." / "secret.png"),  # climbing out
+        str(uploads / "0a1b" / "sub"),  # a folder inside
+        str(uploads / "0a1b" / "gone.png"),  # an upload pruned since
+        "secret.png",  # relative: never the server's working folder
+        str(photo) + "\0.png",
+    ]
+    for path in foreign:
+        with pytest.raises(InputError) as error:
+            uploaded_path({"path": path, "meta": {"_type": "gradio.FileData"}}, uploads)
+        assert str(error.value) == NOT_UPLOADED, path
+    found, name = uploaded_path({"path": str(photo), "orig_name": "../../holiday.png"}, uploads)
+    assert found == photo.resolve() and name == "holiday.png"
+    for payload in ("/etc/passwd", {"path": ["/etc/passwd"]}, {"url": "http://example.com/x.png"}):
+        with pytest.raises(InputError, match="did not arrive as a file"):
+            uploaded_path(payload, uploads)
+
+
+@pytest.mark.parametrize("port", [99999, 0, -1, 65536])
+def test_a_port_out_of_range_is_one_line_before_the_model_loads(port, capsys, tmp_path):
+    code = demo.main(["--web", "--port", str(port), "--backbone", str(tmp_path / "never_loaded.pt")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == f"error: --port {port} is not a port: use a number from 1 to 65535 (default 7860)\n"
+
+
+def test_a_port_in_use_or_a_foreign_host_is_one_line_before_the_model_loads(capsys, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = demo.main(["--web", "--port", str(port), "--backbone", str(tmp_path / "never_loaded.pt")])
+        err = capsys.readouterr().err
+        assert code == 1 and err.count("\n") == 1
+        assert err.startswith(f"error: --port {port}: 127.0.0.1:{port} is in use")
+    with pytest.raises(InputError, match="--host 192.0.2.1: cannot serve there"):
+        check_address("192.0.2.1", 7860)  # TEST-NET-1: never an address of this machine
+    with pytest.raises(InputError, match="--host no-such-host.invalid: not an address"):
+        check_address("no-such-host.invalid", 7860)
 
 
 def test_limits_are_checked():
@@ -99,12 +187,62 @@ def test_pool_keeps_one_model_and_encodes_a_vocabulary_once(tiny_checkpoint_path
     first = pool.get(["cat", "dog, puppy"])
     assert pool.get(["cat", "dog, puppy"]) is first and encoded == [["cat", "dog", "puppy"]]
     other = pool.get(["sky"], pamr=True)
-    assert other.pamr_steps > 0 and first.pamr_steps == 0
+    assert other.segmentor.post.pamr_steps > 0 and first.segmentor.post.pamr_steps == 0
     # Every segmenter runs on the one loaded model.
     assert first.segmentor.encoder.visual is other.segmentor.encoder.visual is pool.clip_model.visual
     pool.get(["tree"])
     pool.get(["cat", "dog, puppy"])  # pushed out by the two newer ones (capacity 2): built again
     assert pool.builds == 4 and len(encoded) == 4
+
+
+def test_a_new_vocabulary_waits_in_its_own_lane(tiny_checkpoint_path, monkeypatch):
+    """While one new vocabulary is encoded: classes already encoded build at once (any method or
+    setting), more new vocabularies wait while their names fit the budget, and the next is told the
+    server is busy."""
+    import scclip.segmentor
+
+    entered, release = threading.Event(), threading.Event()
+    encode = scclip.segmentor.encode_queries
+
+    def held_encode(model, queries, *args, **kwargs):
+        if queries[0].startswith("held"):
+            entered.set()
+            assert release.wait(60)
+        return encode(model, queries, *args, **kwargs)
+
+    monkeypatch.setattr(scclip.segmentor, "encode_queries", held_encode)
+    pool = SegmenterPool(tiny_checkpoint_path, device="cpu", encode_budget=4)
+    pool.get(["cat", "wall"])
+    waits = []
+    with ThreadPoolExecutor(2) as executor:
+        slow = executor.submit(pool.get, ["held zebra", "sky"])
+        assert entered.wait(60)
+        second = executor.submit(pool.get, ["held lion", "grass"], on_wait=lambda: waits.append("lion"))
+        deadline = time.monotonic() + 30
+        while pool._encode_queue < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ScclipError, match=re.escape(ENCODER_BUSY)):
+            pool.get(["owl", "moon"])
+        assert pool.get(["cat", "wall"]) is not None
+        assert pool.get(["cat", "wall"], method="naclip", pamr=True).method == "naclip"  # features from the disk cache
+        assert not slow.done() and not second.done()
+        release.set()
+        assert slow.result(60).class_names == ["held zebra", "sky"]
+        assert second.result(60).class_names == ["held lion", "grass"]
+    assert waits == ["lion"]
+    assert pool.get(["owl", "moon"]).class_names == ["owl", "moon"]  # the lane is free again
+    assert len(pool.get(["a", "b", "c", "d", "e"]).class_names) == 5  # over the budget, but nothing waits
+
+
+def test_results_of_finished_requests_go_after_a_grace_time(tmp_path):
+    results = ResultFolder(tmp_path, grace_s=0.5)
+    first = results.new()
+    results.finished(first)
+    second = results.new()  # the first request's files may still be being copied out: kept
+    assert first.is_dir() and second.is_dir()
+    time.sleep(0.6)
+    results.new()
+    assert not first.exists() and second.is_dir(), "only finished requests' folders go"
 
 
 def test_web_without_gradio_says_what_to_install(monkeypatch, capsys, tmp_path):
@@ -255,8 +393,11 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, photos,
         ((handle_file(too_large), "cat, dog"), f"panorama.png is {MAX_SIDE + 1}×8 pixels, more than this demo's limit of {MAX_SIDE}"),
         ((handle_file(photos["chelsea"]), " , "), "no class names"),
         ((handle_file(photos["chelsea"]), ",".join(f"class {i}" for i in range(MAX_CLASSES + 1))),
-         f"{MAX_CLASSES + 1} classes is more than this demo's limit of {MAX_CLASSES}"),
-        ((handle_file(photos["chelsea"]), "cat", NO_VOCABULARY, "scclip", False, 1.5), "threshold 1.5 must lie in [0, 1]"),
+         f"this request has {MAX_CLASSES + 1} classes, more than this demo's limit of {MAX_CLASSES}: "
+         f"name fewer, or start the demo with --max-classes {MAX_CLASSES + 1}"),
+        ((handle_file(photos["chelsea"]), "cat", NO_VOCABULARY, "scclip", False, 1.5),
+         "threshold 1.5 must be a number in [0, 1]"),
+        ((handle_file(photos["chelsea"]), "cat", NO_VOCABULARY, "/etc/passwd"), "unknown method '/etc/passwd'"),
     ]
     for arguments, message in bad:
         with pytest.raises(AppError) as error:
@@ -268,7 +409,118 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, photos,
     assert server.process.poll() is None
     # Uploads and results stay in the app's private folder, and finished requests' results go.
     assert list((server.temp_root / "gradio").rglob("chelsea.png")), "uploads are kept in the private folder"
-    assert len(list((server.temp_root / "results").iterdir())) <= 1
+
+
+@pytest.mark.slow
+def test_api_reads_no_file_that_was_not_uploaded(server, photos, tmp_path, monkeypatch):
+    """The issue's attack: a request naming a server path. gradio_client uploads a FileData path of
+    its own machine first, so the client's upload is switched off here: the server gets the raw path,
+    as from a client elsewhere. Without "meta" Gradio passes the path through and the handler refuses
+    it; with it Gradio's own check does. Either way one answer, whatever is (not) at the path."""
+    from gradio_client import Client, handle_file
+    from gradio_client.client import Endpoint
+    from gradio_client.exceptions import AppError
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (64, 48), "red").save(secret)
+    link = server.temp_root / "gradio" / "link.png"  # inside the upload folder, pointing out of it
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(secret)
+    foreign = {"image": secret, "nothing": tmp_path / "missing.png", "folder": tmp_path, "link": link}
+    monkeypatch.setattr(Endpoint, "_upload_file", lambda self, payload, data_index: payload)
+    client = Client(server.url, verbose=False)
+    for meta in ({}, {"meta": {"_type": "gradio.FileData"}}):
+        answers = {}
+        for what, path in foreign.items():
+            with pytest.raises(AppError) as error:
+                client.predict({"path": str(path), **meta}, "cat, wall", api_name="/segment")
+            answers[what] = str(error.value).replace(str(path), "PATH")
+        assert len(set(answers.values())) == 1, f"the answers tell the paths apart: {answers}"
+        assert NOT_UPLOADED in answers["image"] if not meta else "not uploaded" in answers["image"]
+    assert not list(server.temp_root.rglob("secret_mask*")) and not list(server.temp_root.rglob("link_mask*"))
+
+    # A sample photo (cached by Gradio in the upload folder when the app started) is accepted.
+    config = json.loads(urllib.request.urlopen(server.url.rstrip("/") + "/config", timeout=30).read())
+    samples = [value for component in config["components"] if component.get("type") == "dataset"
+               for row in component["props"]["samples"] for value in row if isinstance(value, dict)]
+    assert samples, "the page offers sample photos"
+    answer = client.predict(samples[0], "astronaut, wall", api_name="/segment")
+    assert answer[2]["confidences"]
+    monkeypatch.undo()
+    check_answer(Client(server.url, verbose=False).predict(handle_file(photos["chelsea"]), "cat, wall",
+                                                           api_name="/segment"), photos["chelsea"], ["cat", "wall"])
+
+
+@pytest.fixture
+def live_demo(tiny_checkpoint_path, tmp_path, monkeypatch):
+    """A `WebDemo` served in this process (so that the text encoder can be held or slowed)."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # WebDemo points it at its own folder; restored after
+    pool = SegmenterPool(tiny_checkpoint_path, device="cpu", encode_budget=4)
+    app = WebDemo(pool, Limits(max_side=MAX_SIDE, max_classes=MAX_CLASSES), temp_root=tmp_path / "web")
+    url = app.launch("127.0.0.1", free_port())
+    yield app, url
+    app.close()
+
+
+@pytest.mark.slow
+def test_a_new_vocabulary_holds_up_neither_ready_requests_nor_the_page(live_demo, photos, monkeypatch):
+    import scclip.segmentor
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    app, url = live_demo
+    app.pool.get(request_lines("cat, wall", NO_VOCABULARY, {}, MAX_CLASSES))  # encoded before
+    entered, release = threading.Event(), threading.Event()
+    encode = scclip.segmentor.encode_queries
+
+    def held_encode(model, queries, *args, **kwargs):
+        if queries[0].startswith("held"):
+            entered.set()
+            assert release.wait(120)
+        return encode(model, queries, *args, **kwargs)
+
+    monkeypatch.setattr(scclip.segmentor, "encode_queries", held_encode)
+    photo = photos["chelsea"]
+    client = Client(url, verbose=False)
+    # Names no other test encodes (the text-feature cache on disk lasts the whole session).
+    slow = client.submit(handle_file(photo), "held giraffe, field", api_name="/segment")
+    assert entered.wait(60)
+    waiting = client.submit(handle_file(photo), "held camel, sand", api_name="/segment")
+    deadline = time.monotonic() + 60
+    while app.pool._encode_queue < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(AppError) as error:
+        client.predict(handle_file(photo), "bat, cave", api_name="/segment")
+    assert ENCODER_BUSY in str(error.value)
+    check_answer(client.predict(handle_file(photo), "cat, wall", api_name="/segment"), photo, ["cat", "wall"])
+    assert not slow.done() and not waiting.done()
+    release.set()
+    check_answer(slow.result(timeout=120), photo, ["held giraffe", "field"])
+    check_answer(waiting.result(timeout=120), photo, ["held camel", "sand"])
+
+
+@pytest.mark.slow
+def test_the_page_shows_progress_while_text_is_encoded(live_demo, photos, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    app, url = live_demo
+    encode_text = app.pool.clip_model.encode_text
+
+    def slow_encode_text(tokens):
+        time.sleep(0.4)  # a full-size text tower takes seconds per batch on a CPU
+        return encode_text(tokens)
+
+    monkeypatch.setattr(app.pool.clip_model, "encode_text", slow_encode_text)
+    names = [f"thing {i}" for i in range(8)]  # 8 × 80 = 640 prompts: 3 batches of 256
+    job = Client(url, verbose=False).submit(handle_file(photos["chelsea"]), ", ".join(names), api_name="/segment")
+    seen = []
+    while not job.done():
+        seen += job.status().progress_data or []
+        time.sleep(0.05)
+    check_answer(job.result(), photos["chelsea"], names)
+    counts = [unit.index for unit in seen if unit.length == 640]  # prompts encoded so far, of 640
+    assert len(set(counts)) >= 2, f"no text-encoding progress in {seen}"
+    assert counts == sorted(counts) and counts[-1] <= 640, f"the progress overshoots: {counts}"
 
 
 def chromium_driver(downloads: Path):
