@@ -1,4 +1,4 @@
-"""Make COCO-Object label maps (background + 80 things) from COCO-Stuff 164k (SPEC §4).
+"""Make COCO-Object label maps (background + 80 things) from COCO-Stuff 164k (docs/method.md#published-settings).
 
     python ./datasets/cvt_coco_object.py PATH_TO_COCO_STUFF164K -o PATH_TO_COCO_OBJECT
 

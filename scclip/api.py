@@ -42,7 +42,8 @@ from .visualize import (
 SAMPLE_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 SAMPLE_CLASSES = ("wall, background", "astronaut, woman", "space suit", "helmet", "flag", "space shuttle, rocket")
 
-# The benchmarks' test-time resize (SPEC §4): long side at most 2048, short side at most 336.
+# The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
+# long side would pass 2048; small images are enlarged.
 INFERENCE_SCALE = (2048, 336)
 PAMR_STEPS = 10
 SYNONYM_MARK = "|"

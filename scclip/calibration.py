@@ -1,4 +1,4 @@
-"""SC-CLIP's self-calibration of CLIP's dense features (SPEC §2).
+"""SC-CLIP's self-calibration of CLIP's dense features (docs/method.md#sc-clip-encoder).
 
 The maths is kept as pure functions on batched tensors (anomaly detection by LOF or, as in the
 release's first commit, by norm (docs/method.md#anomaly-detection-by-norm), anomaly resolution,
@@ -36,7 +36,7 @@ class CalibrationConfig:
     """Hyper-parameters of the calibration (defaults: the published ViT-B/16 settings).
 
     Indices refer to the list of intermediate features: index i is the output of block i+1.
-    The four switches each remove one component of the method (SPEC §10); all on is SC-CLIP.
+    The four switches each remove one component of the method (docs/method.md#component-switches); all on is SC-CLIP.
     `anomaly_detector` chooses how step 3 finds anomaly tokens: "lof" (`lof_neighbors`,
     `contamination`) or "norm" (the release's first commit,
     docs/method.md#anomaly-detection-by-norm); it matters only while `anomaly_resolution` is on.
@@ -188,7 +188,7 @@ def calibrated_attention(
 
 
 class SCCLIPEncoder(nn.Module):
-    """Dense, self-calibrated features of a CLIP ViT (SPEC §2 steps 1–10).
+    """Dense, self-calibrated features of a CLIP ViT (docs/method.md#sc-clip-encoder).
 
     Args:
         visual: CLIP's image tower; its weights are used as they are.
@@ -233,7 +233,7 @@ class SCCLIPEncoder(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """B×3×H×W crops → B×N×D dense features (not normalised), and optionally the B×N anomaly mask.
 
-        A switch that is off removes its component as SPEC §10 defines it and touches nothing else.
+        A switch that is off removes its component as docs/method.md#component-switches defines it and touches nothing else.
         """
         cfg = self.config
         grid = self.visual.grid_size(*images.shape[-2:])

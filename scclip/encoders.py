@@ -1,4 +1,4 @@
-"""The encoder family: CLIP's ViT with its last block described as data (SPEC §6–9).
+"""The encoder family: CLIP's ViT with its last block described as data (docs/method.md#baselines).
 
 Every method of Part II runs blocks 1 … L−1 of CLIP unchanged and differs only in the last block:
 which attention it uses and whether the residual and MLP are kept. `LastBlock` holds those two

@@ -1,4 +1,4 @@
-"""The methods scclip runs, as data: which last block, which knobs, which pipeline differences (SPEC §6).
+"""The methods scclip runs, as data: which last block, which knobs, which pipeline differences (docs/method.md#baselines).
 
 A method is a `MethodSpec`: its own settings with their preset values, a function that turns the
 resolved settings into an encoder (one of the encoder family, or SC-CLIP's calibrated encoder),
@@ -25,7 +25,7 @@ SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation"
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
 CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination", "anomaly_detector")
 
-# Published calibration settings (SPEC §2) by ViT depth.
+# Published calibration settings by ViT depth (docs/method.md#calibration-settings; others: #other-depths).
 PUBLISHED_CALIBRATION = {
     12: dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
     24: dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),

@@ -65,7 +65,7 @@ def test_fewer_tokens_than_neighbours_still_works():
 
 
 def top_norms(tokens: np.ndarray, count: int = 10) -> set[int]:
-    """SPEC §2a written out: the indices of the min(count, N) largest L2 norms (float64)."""
+    """docs/method.md#anomaly-detection-by-norm written out: the indices of the min(count, N) largest L2 norms (float64)."""
     norms = np.sqrt((tokens.astype(np.float64) ** 2).sum(-1))
     return set(np.argsort(-norms, kind="stable")[:count].tolist())
 

@@ -1,4 +1,4 @@
-"""The sixteen benchmark configs: published settings (SPEC §2, §4), mmseg layouts, and they build."""
+"""The sixteen benchmark configs: published settings (docs/method.md#calibration-settings, #published-settings), mmseg layouts, and they build."""
 import dataclasses
 import inspect
 from pathlib import Path

@@ -1,7 +1,7 @@
-"""Parity with the authors' release on the golden cases (SPEC "Golden outputs").
+"""Parity with the authors' release on the golden cases (docs/method.md#golden-parity).
 
 Both commits of the release are checked: the default (anomalies by LOF, 0417ba9) on the cases of
-the golden folder, and the first commit (`anomaly_detector="norm"`, 74471da, SPEC §2a) on the
+the golden folder, and the first commit (`anomaly_detector="norm"`, 74471da, docs/method.md#anomaly-detection-by-norm) on the
 same cases' outputs in its `init_commit/` folder, which uses the images and checkpoints above it.
 Runs on the compact copy in tests/golden (class scores on every 4th row and column, a tie mask,
 checkpoints whose unused token rows are zero; see tests/golden/make_compact.py) or, with
@@ -28,7 +28,7 @@ MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 MODEL_CASES = ["b16_single_crop", "b16_voc_like", "b16_whole_image", "b16_pamr", "l14_voc_like", "l14_whole_image"]
 POST_CASES = ["post_plain", "post_voc_like", "post_area_bites"]
-# anomaly_detector → the folder of its cases, relative to the golden folder (SPEC §2a)
+# anomaly_detector → the folder of its cases, relative to the golden folder (docs/method.md#golden-parity)
 COMMITS = {"lof": ".", "norm": "init_commit"}
 # Other images of the same checkpoint, cropped to the case's size, to batch with a case's own image.
 BATCH_PARTNERS = {"b16_voc_like": "b16_pamr", "l14_whole_image": "l14_voc_like"}

@@ -1,7 +1,7 @@
-"""The release's first commit, `anomaly_detector="norm"` (SPEC §2a), on cases the golden data do not hold.
+"""The release's first commit, `anomaly_detector="norm"` (docs/method.md#anomaly-detection-by-norm), on cases the golden data do not hold.
 
 Other seeds, crop sizes and switch settings than the golden cases, each checked against a direct
-reading of the SPEC: the anomalies are the ten largest-norm patch tokens of F[L−2], and nothing
+reading of docs/method.md#anomaly-detection-by-norm: the anomalies are the ten largest-norm patch tokens of F[L−2], and nothing
 else of the method changes. The golden parity itself is in test_golden.py.
 """
 import sys
@@ -40,7 +40,7 @@ def segmentor(model, **settings) -> SCCLIPForSegmentation:
 
 
 def largest_norms(model, crops: torch.Tensor) -> list[list[int]]:
-    """SPEC §2a written out: per crop, the ascending indices of the min(10, N) patch tokens of F[L−2]
+    """docs/method.md#anomaly-detection-by-norm written out: per crop, the ascending indices of the min(10, N) patch tokens of F[L−2]
     (the input of the last block) with the largest L2 norm."""
     visual = model.visual
     with torch.no_grad():

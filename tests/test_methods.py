@@ -1,7 +1,7 @@
-"""The encoder family and the method registry, checked against explicit formulas (SPEC §6–10).
+"""The encoder family and the method registry, checked against explicit formulas (docs/method.md#baselines, docs/method.md#component-switches).
 
 The golden cases pin one seed and a few images; these tests check other seeds, sizes and settings
-against direct readings of the SPEC, so nothing here can be passed by fitting the examples.
+against the formulas of docs/method.md, so nothing here can be passed by fitting the examples.
 """
 import math
 
@@ -36,7 +36,7 @@ def segmentor(model, method="scclip", **settings) -> SCCLIPForSegmentation:
 
 
 def explicit_attention(kind, q, k, v, grid, std=5.0):
-    """Per-head A·v written out with explicit softmaxes (SPEC §6 table, §9 for the Gaussian bias)."""
+    """Per-head A·v written out with explicit softmaxes (docs/method.md#attention-kinds; #naclip for the Gaussian bias)."""
     s = q.shape[-1] ** -0.5
     soft = lambda logits: logits.softmax(dim=-1)  # noqa: E731
     if kind == "qk":
@@ -103,7 +103,7 @@ def test_vanilla_last_block_is_the_plain_clip_block(model):
 
 @pytest.mark.parametrize("method", BASELINES)
 def test_baseline_last_block_from_its_parts(model, method):
-    """Each preset reads its last block from the table of SPEC §6 (attention kind and residual)."""
+    """Each preset reads its last block from docs/method.md#method-table (attention kind and residual)."""
     expected_kind = {"vanilla": "qk", "maskclip": "identity", "sclip": "qq+kk", "clearclip": "qq", "naclip": "gaussian+kk"}
     expected_residual = {"vanilla": True, "maskclip": True, "sclip": True, "clearclip": False, "naclip": False}
     seg = segmentor(model, method)
@@ -170,7 +170,7 @@ def test_all_switches_on_is_sc_clip(model):
 
 
 def test_all_switches_off_matches_the_spec_formula(model):
-    """SPEC §10: X = patches of F[L−2]; X ← out_proj(softmax(k·kᵀ/√d)·v) + res_cls·cls; ln_post(X)·proj."""
+    """All switches off (docs/method.md#component-switches): X = patches of F[L−2]; X ← out_proj(softmax(k·kᵀ/√d)·v) + res_cls·cls; ln_post(X)·proj."""
     images = torch.randn(1, 3, 224, 224)
     off = segmentor(model, **{switch: False for switch in SWITCHES})
     visual = model.visual
@@ -295,7 +295,7 @@ def test_method_settings_describe_the_run(model):
 
 
 def test_encoders_compose_with_calibration(model):
-    """SC-CLIP with calibration off uses the family's k·k attention (SPEC §10), not a copy of it."""
+    """SC-CLIP with calibration off uses the family's k·k attention (docs/method.md#component-switches), not a copy of it."""
     images = torch.randn(1, 3, 224, 224)
     config = CalibrationConfig(attention_calibration=False)
     features = SCCLIPEncoder(model.visual, config)(images)

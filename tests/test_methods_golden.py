@@ -1,4 +1,4 @@
-"""Parity of every method with its own release on the golden cases of `golden/methods/` (SPEC Part II)."""
+"""Parity of every method with its own release on the golden cases of `golden/methods/` (docs/method.md#golden-parity)."""
 import json
 from functools import lru_cache
 from pathlib import Path

@@ -7,7 +7,7 @@ from scclip.windows import sliding_windows
 
 
 def reference_pamr(image: torch.Tensor, scores: torch.Tensor, steps: int, dilations) -> torch.Tensor:
-    """SPEC §3's PAMR, pixel by pixel, for a 1×K×H×W image and 1×Q×H×W scores of the same size."""
+    """PAMR as docs/method.md#pamr writes it, pixel by pixel, for a 1×K×H×W image and 1×Q×H×W scores of the same size."""
     _, channels, h, w = image.shape
 
     def at(t, y, x):

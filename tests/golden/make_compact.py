@@ -8,7 +8,7 @@ golden text touches, and full-size class scores. The compact copy keeps what the
 - checkpoints: token-embedding rows that no prompt of any golden vocabulary uses are set to zero
   (the text tower only ever reads the rows of the tokens it is given, so every output is the same),
   stored as `NAME.pt.xz`; the tests' `golden_file()` decompresses them once per session;
-- Part I cases, and the release's first commit's cases in `init_commit/` (SPEC §2a): `class_probs`
+- SC-CLIP's cases, and the release's first commit's cases in `init_commit/` (docs/method.md#golden-parity): `class_probs`
   (C×H×W) become `class_probs_sub` = scores[:, ::4, ::4] plus `tie` (H×W, true where the two best
   scores are within 1e-5) as `methods/` already does; the case JSON gains `probs_stride`; `pred`,
   features and anomaly indices are kept whole. `init_commit/` cases use the images and checkpoints
