@@ -1,0 +1,28 @@
+"""One prediction path: for every method, the full-size photo path (`Segmenter`, built in blocks by
+`scclip.fullres`) equals the benchmark path (`SCCLIPForSegmentation.test_step`, everything at full
+size at once), in sliding-window and whole-image mode."""
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as sample_data
+from test_api import reference
+
+from scclip.api import Segmenter
+from scclip.methods import available_methods
+
+CLASSES = "person, astronaut, flag, wall, space suit"
+
+
+@pytest.mark.parametrize("slide", [True, False], ids=["windows", "whole-image"])
+@pytest.mark.parametrize("method", available_methods())
+def test_photo_path_equals_the_benchmark_path(tiny_checkpoint_path, method, slide):
+    image = np.asarray(Image.fromarray(sample_data.astronaut()).resize((410, 300)))
+    segmenter = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", method=method, slide=slide,
+                          prob_thd=0.2, area_thd=0.2)
+    result = segmenter(image)
+    expected_labels, expected_scores = reference(segmenter, image)
+    differ = result.labels != expected_labels
+    top2 = np.sort(expected_scores, axis=0)[-2:]
+    assert ((top2[1] - top2[0])[differ] <= 1e-5).all(), f"{differ.sum()} labels differ outside ties"
+    np.testing.assert_allclose(result.scores, expected_scores, atol=1e-5, rtol=0)
+    assert result.labels.shape == image.shape[:2]
