@@ -109,6 +109,9 @@ def vocabulary_file(name_or_path: str | os.PathLike) -> Path:
         return BENCHMARKS[name].vocabulary
     if path.exists():
         raise VocabularyError(f"vocabulary {path} is a folder: give a vocabulary file or a benchmark name")
+    if path.suffix or len(path.parts) > 1:
+        raise VocabularyError(f"vocabulary file not found: {path} (one class per line; or name a benchmark's "
+                              f"vocabulary: {', '.join(vocabulary_names())})")
     close = get_close_matches(name, vocabulary_names(), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     raise VocabularyError(

@@ -1,0 +1,60 @@
+"""The package stands alone: a non-editable wheel, used from an empty folder without the checkout."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """scclip built as a wheel and installed (without dependencies: those of this environment serve) into a folder."""
+    work = tmp_path_factory.mktemp("package")
+    wheels, target = work / "wheels", work / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(wheels), str(REPO_ROOT)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("scclip-*.whl")
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q",
+                              "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    return target
+
+
+def run_installed(target: Path, cwd: Path, *command: str) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, PYTHONPATH=str(target))
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_installed_command_segments_with_a_named_vocabulary(installed, tiny_checkpoint_path, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(photo)
+    scclip = installed / "bin" / "scclip"
+    segment = run_installed(installed, empty, str(scclip), "segment", "--image", str(photo), "--vocab", "voc21",
+                            "--backbone", str(tiny_checkpoint_path), "--device", "cpu", "--out", str(tmp_path / "out"),
+                            "--save-mask")
+    assert segment.returncode == 0, segment.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "photo_scclip_mask.json").read_text())
+    assert summary["classes"][:3] == ["background", "aeroplane", "bicycle"] and len(summary["classes"]) == 21
+    assert (tmp_path / "out" / "photo_scclip.png").is_file() and (tmp_path / "out" / "photo_scclip_mask.png").is_file()
+    assert list(empty.iterdir()) == [], "nothing is written where the command runs"
+
+    web_help = run_installed(installed, empty, sys.executable, "-m", "scclip", "web", "--help")
+    assert web_help.returncode == 0 and "--max-classes" in web_help.stdout
+
+    api = run_installed(installed, empty, sys.executable, "-c", (
+        "import numpy as np, scclip; "
+        f"assert scclip.__file__.startswith({str(installed)!r}), scclip.__file__; "
+        f"result = scclip.Segmenter({str(tiny_checkpoint_path)!r}, vocab='voc21', device='cpu')(np.zeros((40, 50, 3), np.uint8)); "
+        "print(result.class_names[0])"))
+    assert api.returncode == 0, api.stderr[-2000:]
+    assert api.stdout.strip().splitlines()[-1] == "background"
