@@ -5,6 +5,8 @@ resolved settings into an encoder (one of the encoder family, or SC-CLIP's calib
 and the two pipeline differences a release has (NACLIP renormalises its stored scores and resizes
 whole-image logits through the input size). Settings shared by every method (windows, thresholds,
 PAMR, padding) are the segmentor's own arguments and keep SC-CLIP's defaults whatever the method.
+What each setting is, its valid values and who takes it are declared in `scclip.settings`, which
+checks given values; a method keeps here only its presets and the rules that tie its settings together.
 """
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,14 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from .calibration import CalibrationConfig, SCCLIPEncoder, check_anomaly_detector
+from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip.model import VisionTransformer
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
 
-SHARED_SETTINGS = (
-    "slide_crop", "slide_stride", "logit_scale", "prob_thd", "area_thd", "pamr_steps", "pamr_stride", "pad_to_patch",
-)
 SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation", "multi_level_fusion")
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
 CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination", "anomaly_detector")
@@ -33,7 +32,6 @@ PUBLISHED_CALIBRATION = {
 PUBLISHED_CALIBRATION_NAMES = {12: "ViT-B/16", 24: "ViT-L/14"}
 
 NACLIP_ATTENTIONS = {"naclip": "gaussian+kk", "kk": "kk", "vanilla": "qk", "nonly": "gaussian", "csa": "qq+kk"}
-NACLIP_ARCHS = ("reduced", "vanilla")
 
 
 @dataclass(frozen=True)
@@ -44,10 +42,12 @@ class MethodSpec:
         name: the `method=` value.
         summary: what the method changes, in one line.
         source: its paper and release.
-        settings: the method's own settings and their preset values (None: chosen from the backbone).
+        settings: the method's own settings (each declared in `scclip.settings`) and their preset
+            values (None: chosen from the backbone).
         build_encoder: (image tower, resolved settings) → encoder module.
         renormalise_scores: stored class scores are divided by their sum over classes (NACLIP).
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
+        checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
     """
 
     name: str
@@ -111,27 +111,10 @@ def _scclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> n
 
 
 def _check_naclip(settings: Mapping[str, Any]) -> None:
-    if settings["naclip_arch"] not in NACLIP_ARCHS:
-        raise InputError(f"naclip_arch={settings['naclip_arch']!r} is not one of {', '.join(NACLIP_ARCHS)}")
-    if settings["attention"] not in NACLIP_ATTENTIONS:
-        raise InputError(f"attention={settings['attention']!r} is not one of {', '.join(NACLIP_ATTENTIONS)}")
     if settings["attention"] == "csa" and settings["naclip_arch"] != "vanilla":
         raise InputError("attention='csa' needs naclip_arch='vanilla' (as in NACLIP's release)")
     if settings["attention"] in ("naclip", "nonly") and not settings["gaussian_std"] > 0:
         raise InputError(f"gaussian_std={settings['gaussian_std']} must be positive for attention={settings['attention']!r}")
-
-
-def _check_anomaly_detector(settings: Mapping[str, Any]) -> None:
-    check_anomaly_detector(settings["anomaly_detector"])
-
-
-def _check_booleans(*names: str) -> Callable[[Mapping[str, Any]], None]:
-    def check(settings: Mapping[str, Any]) -> None:
-        for name in names:
-            if not isinstance(settings[name], bool):
-                raise InputError(f"{name}={settings[name]!r} must be True or False")
-
-    return check
 
 
 CLEARCLIP_SOURCE = "ClearCLIP (Lan et al., ECCV 2024), mc-lan/ClearCLIP@ad68a404d55d"
@@ -141,21 +124,20 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "vanilla", "plain CLIP: every patch token's final output", "CLIP (Radford et al., 2021); "
             "as run by SCLIP's and ClearCLIP's releases", {"residual": True}, _plain_encoder("qk"),
-            checks=(_check_booleans("residual"),),
         ),
         MethodSpec(
             "maskclip", "last block attends each token to itself (value embeddings)",
             f"MaskCLIP (Zhou et al., ECCV 2022); preset of {CLEARCLIP_SOURCE}", {"residual": True},
-            _plain_encoder("identity"), checks=(_check_booleans("residual"),),
+            _plain_encoder("identity"),
         ),
         MethodSpec(
             "sclip", "correlative self-attention q·q + k·k in the last block",
             "SCLIP (Wang et al., ECCV 2024), wangf3014/SCLIP@b56bd3014b9e", {"residual": True},
-            _plain_encoder("qq+kk"), checks=(_check_booleans("residual"),),
+            _plain_encoder("qq+kk"),
         ),
         MethodSpec(
             "clearclip", "q·q attention in the last block, without its residual and MLP",
-            CLEARCLIP_SOURCE, {"residual": False}, _plain_encoder("qq"), checks=(_check_booleans("residual"),),
+            CLEARCLIP_SOURCE, {"residual": False}, _plain_encoder("qq"),
         ),
         MethodSpec(
             "naclip", "k·k attention plus a Gaussian neighbourhood bias, last block reduced to its attention",
@@ -171,7 +153,7 @@ METHODS: dict[str, MethodSpec] = {
                 "beta": 0.4, "lof_neighbors": 30, "contamination": 0.05, "anomaly_detector": "lof",
                 **{name: True for name in SWITCHES},
             },
-            _scclip_encoder, checks=(_check_booleans(*SWITCHES), _check_anomaly_detector),
+            _scclip_encoder,
         ),
     )
 }
@@ -191,35 +173,14 @@ def get_method(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def settings_for(method: str) -> list[str]:
-    """Every maths setting `method` takes: the shared pipeline ones, then its own."""
-    return [*SHARED_SETTINGS, *get_method(method).settings]
-
-
-def check_setting_names(method: str, given: Mapping[str, Any]) -> None:
-    """One line for a setting `method` does not take: the closest valid name, who takes it, the valid ones."""
-    spec = get_method(method)
-    for name in given:
-        if name not in spec.settings:
-            valid = settings_for(method)
-            close = get_close_matches(name, valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            taken_by = [other for other, other_spec in METHODS.items() if name in other_spec.settings]
-            where = f"; it is a setting of {', '.join(taken_by)}" if taken_by else ""
-            raise InputError(
-                f"method {method!r} takes no setting {name!r}{hint}{where}; its settings: {', '.join(valid)}"
-            )
-
-
 def resolve_settings(method: str, given: Mapping[str, Any], depth: int) -> tuple[dict[str, Any], str | None]:
     """The method's own settings: presets, then calibration defaults by depth, then the given values.
 
+    `given` holds only the method's own settings, each already checked (`scclip.settings.check_settings`).
     Returns the settings and, for SC-CLIP, a sentence saying which calibration defaults were used.
-    Raises `InputError` in one line for a setting the method does not take (with the closest
-    valid name) or an invalid value.
+    Raises `InputError` in one line for values that do not fit together or do not fit the depth.
     """
     spec = get_method(method)
-    check_setting_names(method, given)
     settings = dict(spec.settings)
     note = None
     if method == "scclip":

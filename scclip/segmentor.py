@@ -19,9 +19,10 @@ from .clip import CLIP, load
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
 from .errors import InputError, VocabularyError
-from .methods import check_setting_names, get_method, resolve_settings
+from .methods import get_method, resolve_settings
 from .pamr import pamr
 from .postprocess import PostProcessing
+from .settings import DEFAULTS, check_settings
 from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
 from .windows import patch_padding, sliding_windows
@@ -101,7 +102,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             compiles once, tens of seconds).
         text_progress: called as `text_progress(done, total)` (prompts) while the vocabulary is encoded
             (not when its features come from the text cache); default: a bar or log line for long encodings.
-        **settings: the method's own settings (`scclip.methods.settings_for(method)`): `residual`
+        **settings: the method's own settings (`scclip.settings.settings_for(method)`): `residual`
             (vanilla, maskclip, sclip, clearclip); `naclip_arch`, `attention`, `gaussian_std` (naclip);
             calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
             ('lof' or 'norm') and the switches
@@ -114,54 +115,39 @@ class SCCLIPForSegmentation(BaseSegmentor):
         clip_path: str,
         name_path: str | None = None,
         device: str | torch.device | None = None,
-        method: str = "scclip",
-        clip_arch: str | None = None,
-        pamr_steps: int = 0,
-        pamr_stride: Sequence[int] = (8, 16),
-        prob_thd: float = 0.0,
-        logit_scale: float = 40,
-        slide_stride: int = 112,
-        slide_crop: int = 224,
-        area_thd: float | None = None,
-        pad_to_patch: bool = False,
-        vocabulary: Sequence[str] | None = None,
-        precision: Precision = "auto",
-        crop_batch_size: int = 16,
-        text_batch_size: int = 256,
-        download_root: str | None = None,
-        text_cache: bool = True,
-        clip_model: CLIP | None = None,
-        compile: bool = False,
-        text_progress: Callable[[int, int], None] | None = None,
-        data_preprocessor: dict | None = None,
-        init_cfg: dict | None = None,
+        method: str = DEFAULTS["method"],
+        clip_arch: str | None = DEFAULTS["clip_arch"],
+        pamr_steps: int = DEFAULTS["pamr_steps"],
+        pamr_stride: Sequence[int] = DEFAULTS["pamr_stride"],
+        prob_thd: float = DEFAULTS["prob_thd"],
+        logit_scale: float = DEFAULTS["logit_scale"],
+        slide_stride: int = DEFAULTS["slide_stride"],
+        slide_crop: int = DEFAULTS["slide_crop"],
+        area_thd: float | None = DEFAULTS["area_thd"],
+        pad_to_patch: bool = DEFAULTS["pad_to_patch"],
+        vocabulary: Sequence[str] | None = DEFAULTS["vocabulary"],
+        precision: Precision = DEFAULTS["precision"],
+        crop_batch_size: int = DEFAULTS["crop_batch_size"],
+        text_batch_size: int = DEFAULTS["text_batch_size"],
+        download_root: str | None = DEFAULTS["download_root"],
+        text_cache: bool = DEFAULTS["text_cache"],
+        clip_model: CLIP | None = DEFAULTS["clip_model"],
+        compile: bool = DEFAULTS["compile"],
+        text_progress: Callable[[int, int], None] | None = DEFAULTS["text_progress"],
+        data_preprocessor: dict | None = DEFAULTS["data_preprocessor"],
+        init_cfg: dict | None = DEFAULTS["init_cfg"],
         **settings,
     ) -> None:
+        # Defaults, valid values and who takes each setting: scclip.settings. Checked before a checkpoint is read.
+        check_settings(method, dict(
+            pamr_steps=pamr_steps, pamr_stride=pamr_stride, prob_thd=prob_thd, logit_scale=logit_scale,
+            slide_stride=slide_stride, slide_crop=slide_crop, area_thd=area_thd, pad_to_patch=pad_to_patch,
+            precision=precision, crop_batch_size=crop_batch_size, text_batch_size=text_batch_size,
+            text_cache=text_cache, compile=compile, **settings,
+        ))
         spec = get_method(method)
-        check_setting_names(method, settings)  # before a checkpoint is downloaded or read
         if (name_path is None) == (vocabulary is None):
             raise VocabularyError("give exactly one of name_path (a vocabulary file) and vocabulary (a list of lines)")
-        if precision not in ("auto", "fp32", *HALF_DTYPES):
-            raise InputError(f"precision={precision!r} is not one of 'auto', 'fp32', 'fp16', 'bf16'")
-        # Types first, so that a string from a config ('abc') gets a message, not a comparison's TypeError.
-        numbers = dict(prob_thd=prob_thd, logit_scale=logit_scale, area_thd=0.0 if area_thd is None else area_thd)
-        counts = dict(pamr_steps=pamr_steps, slide_stride=slide_stride, slide_crop=slide_crop,
-                      crop_batch_size=crop_batch_size, text_batch_size=text_batch_size)
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not hasattr(value, "__float__"):
-                raise InputError(f"{name}={value!r} must be a number")
-        for name, value in counts.items():
-            if isinstance(value, bool) or not hasattr(value, "__index__"):
-                raise InputError(f"{name}={value!r} must be a whole number")
-        if pamr_steps < 0 or crop_batch_size < 1 or text_batch_size < 1:
-            raise InputError(f"pamr_steps={pamr_steps} must be at least 0, crop_batch_size={crop_batch_size} and "
-                             f"text_batch_size={text_batch_size} at least 1")
-        if slide_crop < 0 or (slide_crop > 0 and slide_stride <= 0):
-            raise InputError(f"slide_crop={slide_crop} and slide_stride={slide_stride} must be positive (slide_crop=0: whole image)")
-        if not 0 <= prob_thd <= 1:
-            raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
-        if area_thd is not None and not 0 <= area_thd <= 1:
-            raise InputError(f"area_thd={area_thd} must lie in [0, 1] (a share of the foreground area) or be None")
         device = torch.device(device) if device is not None else default_device()
         parsed_vocabulary = (
             Vocabulary.from_file(vocabulary_file(name_path)) if name_path is not None

@@ -48,6 +48,7 @@ from .clip.openclip import split_backbone
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .methods import available_methods
+from .settings import DEFAULTS, MODEL_SETTINGS, Setting, check_value
 from .text import SYNONYM_SEPARATOR
 
 INSTALL_HINT = 'pip install -e ".[web]"'
@@ -72,7 +73,7 @@ SKIMAGE_SAMPLES = (
     ("coffee.png", "coffee cup, saucer, spoon, table"),
     ("rocket.jpg", "rocket, sky, tree, launch tower"),
 )
-DEFAULT_METHOD = "scclip"
+DEFAULT_METHOD = DEFAULTS["method"]
 PANEL_SIDE = 512
 DEFAULT_OPACITY = 0.5
 # A palette label PNG has 256 values: no request can have more classes.
@@ -394,10 +395,11 @@ def request_lines(
     return lines
 
 
-def fraction(value: Any, what: str) -> float:
-    """A request's number that must lie in [0, 1] (the API may send anything)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise InputError(f"{what} {value!r} must be a number in [0, 1]")
+def fraction(value: Any, what: str, setting: Setting | None = None) -> float:
+    """A request's number that must lie in [0, 1], or in a setting's bounds (the API may send anything)."""
+    low, high = (setting.minimum, setting.maximum) if setting is not None else (0.0, 1.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise InputError(f"{what} {value!r} must be a number in [{low:g}, {high:g}]")
     return float(value)
 
 
@@ -465,7 +467,7 @@ class WebDemo:
                 raise InputError(f"unknown method {method!r}: use one of {', '.join(offered)}")
             if not isinstance(pamr, bool):
                 raise InputError(f"PAMR must be true or false, not {pamr!r}")
-            prob_thd = fraction(prob_thd, "probability threshold")
+            prob_thd = fraction(prob_thd, "probability threshold", MODEL_SETTINGS["prob_thd"])
             opacity = fraction(opacity, "overlay opacity")
             check_image_size(path, name, self.limits.max_side)
             progress(0.1, desc="reading the image")
@@ -617,8 +619,8 @@ def serve(
     started = time.perf_counter()
     check_address(host, port)
     methods = available_methods()
-    if method is not None and methods and method not in methods:
-        raise InputError(f"--method {method!r} is not one of {', '.join(methods)}")
+    check_value("method", method or DEFAULT_METHOD)  # both before the model loads
+    check_value("prob_thd", prob_thd)
     pool = SegmenterPool(backbone, device=device, method=method, slide=slide, encode_budget=limits.max_names, **options)
     pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)

@@ -28,6 +28,7 @@ def voc_root(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("options, extra, expected", [
     (["model.prob_thd=abc"], [], r"model\.prob_thd='abc' must be a number \(default 0\.0\)"),
     (["model.pamr_steps=1.5"], [], r"model\.pamr_steps=1\.5 must be a whole number"),
+    (["model.prob_thd=2"], [], r"model\.prob_thd=2 must lie in \[0, 1\]: it is compared with class probabilities"),
     (["test_dataloader.batch_sze=2"], [],
      r"test_dataloader\.batch_sze is not a data loader setting: did you mean test_dataloader\.batch_size\?"),
     (["test_dataloader.batch_size=0"], [], r"test_dataloader\.batch_size=0 must be a whole number, at least 1"),
@@ -52,7 +53,7 @@ def test_mistakes_are_one_line_before_anything_runs(tmp_path, voc_root, tiny_che
     (dict(prob_thd="abc"), "prob_thd='abc' must be a number"),
     (dict(area_thd=[0.1]), r"area_thd=\[0\.1\] must be a number"),
     (dict(slide_stride="112"), "slide_stride='112' must be a whole number"),
-    (dict(crop_batch_size=0), "crop_batch_size=0 and text_batch_size=256 at least 1"),
+    (dict(crop_batch_size=0), "crop_batch_size=0 must be at least 1"),
 ])
 def test_segmentor_refuses_wrong_types_in_one_line(setting, expected):
     """Before the checkpoint is read (there is none here): a message, not a comparison's TypeError."""
@@ -61,15 +62,16 @@ def test_segmentor_refuses_wrong_types_in_one_line(setting, expected):
 
 
 def test_a_failed_run_leaves_no_folder_it_created(tmp_path, voc_root, tiny_checkpoint_path):
-    """prob_thd=2 is refused by the segmentor, once the run folder exists: the folder goes, and the work dir."""
-    with pytest.raises(InputError, match=r"prob_thd=2 must lie in \[0, 1\]"):
-        eval_script.main(args_for(voc_root, tmp_path / "work", tiny_checkpoint_path, "model.prob_thd=2"))
+    """A calibration index beyond the checkpoint's depth is refused by the segmentor, once the run folder exists:
+    the folder goes, and the work dir."""
+    with pytest.raises(InputError, match=r"pre_adjust_idx=50 does not fit a ViT"):
+        eval_script.main(args_for(voc_root, tmp_path / "work", tiny_checkpoint_path, "model.pre_adjust_idx=50"))
     assert not (tmp_path / "work").exists()
 
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "other").write_text("kept")
-    with pytest.raises(InputError, match=r"prob_thd=2 must lie in \[0, 1\]"):
-        eval_script.main(args_for(voc_root, tmp_path / "work", tiny_checkpoint_path, "model.prob_thd=2"))
+    with pytest.raises(InputError, match=r"pre_adjust_idx=50 does not fit a ViT"):
+        eval_script.main(args_for(voc_root, tmp_path / "work", tiny_checkpoint_path, "model.pre_adjust_idx=50"))
     assert [path.name for path in (tmp_path / "work").iterdir()] == ["other"]
 
 

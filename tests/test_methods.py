@@ -14,7 +14,8 @@ from scclip.calibration import CalibrationConfig, SCCLIPEncoder
 from scclip.clip.architectures import random_clip, save_checkpoint
 from scclip.encoders import ATTENTIONS, DenseEncoder, LastBlock, gaussian_bias, head_attention
 from scclip.errors import InputError
-from scclip.methods import METHODS, SWITCHES, available_methods, calibration_defaults, settings_for
+from scclip.methods import METHODS, SWITCHES, available_methods, calibration_defaults
+from scclip.settings import settings_for
 
 VOCAB = ["sky, cloud", "cat", "grass"]
 BASELINES = ["vanilla", "maskclip", "sclip", "clearclip", "naclip"]

@@ -1,9 +1,10 @@
 """Run folders keyed by what determines a run's predictions, so runs never share or overwrite one.
 
-A run's identity is the config's model settings (method included; the checkpoint and vocabulary
-replaced by the SHA-256 of their contents), the test pipeline, the dataset (type, resolved root,
-layout, the list of its images) and the evaluator's ignore index. Settings that only change speed
-(device, batch sizes, workers) are not part of it. The folder is `<work dir>/<config stem>-<hash>`;
+A run's identity is the config's predictive model settings (method included; the checkpoint and
+vocabulary replaced by the SHA-256 of their contents), the test pipeline, the dataset (type, resolved
+root, layout, the list of its images) and the evaluator's ignore index. Settings that only change
+speed or where things are kept (device, batch sizes, caches: role 'not predictive' in
+`scclip.settings`) are not part of it. The folder is `<work dir>/<config stem>-<hash>`;
 `run.json` in it records the identity and how the run was asked for; while a run writes there, it
 holds the folder's lock (`scclip.locking`, file `.scclip.lock`).
 """
@@ -24,6 +25,7 @@ from ..benchmarks import vocabulary_file
 from ..clip.pretrained import MODEL_URLS
 from ..errors import CheckpointError, InputError
 from ..fileio import write_atomically
+from ..settings import DEFAULTS, predictive
 from ..text_cache import checkpoint_digest
 from .store import read_store
 
@@ -32,10 +34,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 RESULTS_FOLDER = "results"
 KEY_LENGTH = 10
-# Model settings that change speed or where things are kept, never the predictions.
-NOT_PREDICTIVE = ("device", "crop_batch_size", "text_batch_size", "download_root", "text_cache", "compile",
-                  "clip_model")
-DEFAULT_METHOD = "scclip"
+DEFAULT_METHOD = DEFAULTS["method"]
 
 
 def checkpoint_sha256(clip_path: str) -> str:
@@ -75,7 +74,7 @@ def run_identity(cfg: Mapping, image_paths: Sequence[str], precision: str) -> di
         image_paths: the split's images in dataset order, relative to the data root.
         precision: the precision the model will run at ('fp32', 'fp16', 'bf16'), after 'auto' is resolved.
     """
-    model = {key: value for key, value in cfg["model"].items() if key not in NOT_PREDICTIVE}
+    model = {key: value for key, value in cfg["model"].items() if predictive(key)}
     model.setdefault("method", DEFAULT_METHOD)
     model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
     model["precision"] = precision
