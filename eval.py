@@ -25,8 +25,6 @@ import re
 import shlex
 import sys
 import time
-import types
-import typing
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,24 +38,30 @@ from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
 
 import scclip
+from scclip.backbones import CONFIG_SUFFIXES, parse_backbone
+from scclip.backbones import model_settings as backbone_model_settings
 from scclip.clip.pretrained import MODEL_URLS, expected_sha256
-from scclip.datasets import check_dataset
+from scclip.datasets import check_dataset, complete_folder_config
 from scclip.errors import InputError, ScclipError
-from scclip.evaluation.data import Split, available_cores, check_data, list_split, with_checked_loaders
+from scclip.evaluation.data import (
+    Split,
+    available_cores,
+    check_data,
+    folder_problems,
+    list_split,
+    with_checked_loaders,
+)
 from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
 from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip.locking import FolderLock
+from scclip.settings import check_settings
 from scclip.visualize import comparison, palette
 
 METRICS_SCHEMA = 1
 MAX_PROBLEMS_SHOWN = 20
-# Model options that are not maths settings (the method's own settings come from scclip.methods).
-MODEL_OPTIONS = ("type", "clip_path", "name_path", "device", "method", "clip_arch", "vocabulary", "precision",
-                 "crop_batch_size", "text_batch_size", "download_root", "text_cache", "clip_model", "compile",
-                 "data_preprocessor", "init_cfg")
 # What mmengine's Runner.build_dataloader takes besides torch's DataLoader arguments.
 RUNNER_LOADER_SETTINGS = ("sampler", "batch_sampler", "collate_fn", "worker_init_fn", "num_batch_per_epoch")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -79,18 +83,44 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config entries, e.g. model.clip_path=FILE "
                              "test_dataloader.dataset.data_root=DIR")
+    parser.add_argument("--backbone",
+                        help="run the config with another CLIP, keeping its benchmark settings: a name of "
+                             "`scclip backbones` (metaclip_vitl14_fullcc, ...), an OpenAI name (ViT-L/14), open_clip's "
+                             "model:pretrained pair (ViT-B-16:laion2b_s34b_b88k) or a checkpoint file")
+    parser.add_argument("--clip-arch",
+                        help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
+                             "pretrained tag given as --backbone")
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run of this command: evaluate only the images not stored yet")
     parser.add_argument("--force", action="store_true",
                         help="start this command's run over, discarding its stored results and metrics")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the dataset's folder, for any config (sets test_dataloader.dataset.data_root); with "
+                             "configs/cfg_custom.py, a folder of your own (docs/your-data.md)")
     parser.add_argument("--check-data", action="store_true",
                         help="read every image and label map of the split, report each problem, and exit")
     parser.add_argument("--summary", metavar="WORK_DIR",
                         help="print the markdown table of the finished runs under WORK_DIR and exit")
+    parser.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                        help="compare two finished runs on the same images (run folders or their metrics.json): "
+                             "mIoU difference B - A with a 95%% paired bootstrap interval, per class, wins; and exit")
+    parser.add_argument("--gallery", type=int, metavar="N",
+                        help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
+                             "differ most, in SHOW_DIR (else WORK_DIR)/compare-<A>-vs-<B>/")
+    parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.summary is None and args.config is None:
-        parser.error("give --config (to evaluate) or --summary WORK_DIR (to tabulate finished runs)")
+    if args.compare is not None and (args.config is not None or args.summary is not None):
+        parser.error("--compare reads two finished runs: give it without --config and --summary")
+    if args.compare is None and (args.gallery is not None or args.json is not None):
+        parser.error("--gallery and --json go with --compare RUN_A RUN_B")
+    if args.gallery is not None and args.gallery < 1:
+        parser.error(f"--gallery {args.gallery}: give the number of pictures, at least 1")
+    if args.summary is None and args.config is None and args.compare is None:
+        parser.error("give --config (to evaluate), --summary WORK_DIR (to tabulate finished runs) "
+                     "or --compare RUN_A RUN_B (to compare two)")
+    if args.clip_arch is not None and args.backbone is None:
+        parser.error("--clip-arch names the architecture of a --backbone file or tag: give --backbone too")
     if args.resume and args.force:
         parser.error("--resume continues a run and --force starts it over: give one of them")
     return args
@@ -138,55 +168,11 @@ def read_config(path: str) -> Config:
     return Config.fromfile(str(config))
 
 
-def valid_model_settings(method: str) -> list[str] | None:
-    """Every name a config's model dict may set for `method`, or None when they cannot be known here."""
-    names = [name for name, parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.items()
-             if name != "self" and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)]
-    takes_more = any(parameter.kind == parameter.VAR_KEYWORD
-                     for parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.values())
-    if takes_more:
-        try:
-            from scclip.methods import settings_for
-        except ImportError:
-            return None
-        names += settings_for(method)
-    return sorted({*names, *MODEL_OPTIONS})
-
-
 def check_model_settings(model: dict) -> None:
-    """One line for a model setting that does not exist (with the closest valid name), before anything runs."""
-    method = model.get("method", DEFAULT_METHOD)
-    try:
-        from scclip.methods import get_method
-    except ImportError:
-        get_method = None
-    if get_method is not None:
-        get_method(method)  # an unknown method: one line listing the methods
-    valid = valid_model_settings(method)
-    if valid is None:
-        return
-    for name in model:
-        if name not in valid:
-            close = difflib.get_close_matches(name, valid, n=1)
-            hint = f"did you mean model.{close[0]}? " if close else ""
-            raise InputError(f"model.{name} is not a setting of method {method!r}: {hint}"
-                             f"valid settings: {', '.join(valid)}")
-
-
-def check_model_types(model: dict) -> None:
-    """One line for a number setting given as something else (e.g. model.prob_thd=abc), before anything runs."""
-    for name, parameter in inspect.signature(scclip.SCCLIPForSegmentation.__init__).parameters.items():
-        annotation = parameter.annotation
-        if name not in model or typing.get_origin(annotation) not in (None, typing.Union, types.UnionType):
-            continue
-        allowed = set(typing.get_args(annotation)) or {annotation}
-        value = model[name]
-        if not allowed & {int, float} or (value is None and type(None) in allowed):
-            continue
-        whole = float not in allowed
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
-            raise InputError(f"model.{name}={value!r} must be {'a whole number' if whole else 'a number'} "
-                             f"(default {parameter.default}): fix it in the config or in --cfg-options")
+    """One line for a model setting the method does not take (with the closest valid name), or a value of the
+    wrong type, out of its range or not one of its choices (scclip.settings), before anything runs."""
+    check_settings(model.get("method", DEFAULT_METHOD), model, prefix="model.",
+                   advice="fix it in the config or in --cfg-options")
 
 
 def check_loader_settings(loader: dict, overridden: list[str], known: set[str]) -> None:
@@ -223,13 +209,52 @@ def dataloader_workers(requested: int, overridden: bool) -> int:
     return min(requested, max(1, available_cores() // processes))
 
 
+def apply_data_root(cfg: Config, args: argparse.Namespace) -> None:
+    """--data-root: the dataset's folder for any config; a folder benchmark then takes its vocabulary and ignore
+    value from it (scclip.datasets.complete_folder_config), before the run's identity is computed."""
+    if args.data_root is not None:
+        given = args.cfg_options.get("test_dataloader.dataset.data_root")
+        if given is not None and str(given) != args.data_root:
+            raise InputError(f"--data-root {args.data_root} and --cfg-options "
+                             f"test_dataloader.dataset.data_root={given} disagree: give the folder once")
+        cfg.test_dataloader.dataset.data_root = args.data_root
+    complete_folder_config(cfg)
+
+
+def apply_backbone(cfg: Config, args: argparse.Namespace) -> None:
+    """--backbone on any config: the model's `clip_path` and `clip_arch` (and a tag's normalisation), and the
+    config's declared `backbone`, which metrics.json and the summary report.
+
+    The config's benchmark settings stay. When they were published for a backbone of the other size
+    (scclip.backbones.settings_backbone), a note on stderr names the config that holds this backbone's.
+    """
+    if args.backbone is None:
+        return
+    backbone = parse_backbone(args.backbone, args.clip_arch)
+    declared = cfg.get("backbone")
+    download_root = args.cfg_options.get("model.download_root", cfg.model.get("download_root"))
+    cfg.model.update(backbone_model_settings(backbone, download_root))
+    if cfg.model.clip_arch is None:
+        cfg.model.pop("clip_arch")
+    cfg.backbone = backbone.label
+    if declared not in CONFIG_SUFFIXES or declared == backbone.settings or os.environ.get("RANK", "0") != "0":
+        return
+    config = Path(args.config)
+    fitting = config.with_name(config.stem.removesuffix(CONFIG_SUFFIXES[declared])
+                               + CONFIG_SUFFIXES[backbone.settings] + config.suffix)
+    where = f"; {fitting} holds them" if fitting.is_file() else ""
+    print(f"note: --backbone {backbone.label} ({backbone.depth} blocks) takes the {backbone.settings} settings, but "
+          f"{config} holds the {declared} ones, which this run keeps{where}", file=sys.stderr)
+
+
 def load_config(args: argparse.Namespace, device: str) -> Config:
     """The config with the command line applied: overrides, device, launcher, loader settings."""
     cfg = read_config(args.config)
     known_loader_settings = set(cfg.get("test_dataloader", {}))
+    apply_backbone(cfg, args)  # before the overrides: --cfg-options model.clip_path=... still wins
     cfg.merge_from_dict(args.cfg_options)
+    apply_data_root(cfg, args)
     check_model_settings(dict(cfg.model))
-    check_model_types(dict(cfg.model))
     check_loader_settings(dict(cfg.test_dataloader), list(args.cfg_options), known_loader_settings)
     cfg.launcher = args.launcher
     cfg.model.device = device
@@ -305,7 +330,7 @@ class ProgressBarHook(Hook):
 
 
 class ComparisonHook(Hook):
-    """Saves `<show_dir>/<image name>.png`: image | prediction | ground truth at the image's size, under
+    """Saves `<show_dir>/<image path in the image folder>.png`: image | prediction | ground truth at the image's size, under
     those titles, over a legend of the classes present in either (scclip.visualize, as the demo's picture).
 
     The colours are the demo's palette for the dataset's classes, not the dataset's own (in VOC's, some
@@ -322,6 +347,7 @@ class ComparisonHook(Hook):
         self.show_dir.mkdir(parents=True, exist_ok=True)
         self.class_names = list(runner.test_dataloader.dataset.metainfo["classes"])
         self.colours = palette(len(self.class_names))
+        self.image_folder = runner.test_dataloader.dataset.data_prefix.get("img_path", "")
 
     def after_test_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         for sample in outputs:
@@ -329,7 +355,10 @@ class ComparisonHook(Hook):
             truth = sample.gt_sem_seg.data[0].cpu().numpy() if "gt_sem_seg" in sample else None
             picture, _ = comparison(image, sample.pred_sem_seg.data[0].cpu().numpy(), truth, self.class_names,
                                     self.colours)
-            path = self.show_dir / f"{Path(sample.img_path).stem}.png"
+            # Named by the image's path inside the image folder: a/x.jpg and b/x.jpg keep two pictures.
+            relative = Path(os.path.relpath(sample.img_path, self.image_folder)).with_suffix(".png")
+            path = self.show_dir / relative if ".." not in relative.parts else self.show_dir / relative.name
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(path, lambda temp: picture.save(temp, format="PNG"))
 
 
@@ -365,10 +394,10 @@ def refuse_mismatched_resume(args: argparse.Namespace, stem: str, identity: dict
 
 
 def metrics_record(args, cfg, device, identity, run, result, resumed, seconds) -> dict:
-    """metrics.json: one schema for every run (see the README's 'Long runs')."""
+    """metrics.json: one schema for every run (docs/evaluation.md#metricsjson)."""
     stem = Path(args.config).stem
     method = cfg.model.get("method", DEFAULT_METHOD)
-    backbone = declared_backbone(Config.fromfile(args.config))
+    backbone = declared_backbone(cfg)  # the config's, or --backbone's
     checkpoint_sha256 = identity["model"]["clip_path"]
     return dict(
         schema=METRICS_SCHEMA,
@@ -379,6 +408,7 @@ def metrics_record(args, cfg, device, identity, run, result, resumed, seconds) -
         published_as=cfg.get("published_as", method),
         anomaly_detector=cfg.model.get("anomaly_detector", "lof") if method == "scclip" else None,
         backbone=backbone,
+        settings_of=declared_backbone(Config.fromfile(args.config)),
         overrides={key: value for key, value in args.cfg_options.items()},
         checkpoint=str(cfg.model.clip_path),
         checkpoint_sha256=checkpoint_sha256,
@@ -417,7 +447,7 @@ def check_data_command(cfg: Config) -> int:
     split = list_split(cfg.test_dataloader.dataset)
     ignore_index = cfg.get("test_evaluator", {}).get("ignore_index", 255)
     print(f"checking {len(split.image_paths)} images and label maps of {cfg.test_dataloader.dataset.type}")
-    problems = check_data(split, ignore_index)
+    problems = [*folder_problems(cfg.test_dataloader.dataset), *check_data(split, ignore_index)]
     for problem in problems[:MAX_PROBLEMS_SHOWN]:
         print(problem)
     if len(problems) > MAX_PROBLEMS_SHOWN:
@@ -573,6 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary is not None:
         print(summary_table(args.summary))
         return 0
+    if args.compare is not None:
+        from scclip.evaluation.compare import compare_command
+
+        device = choose_device(args.device) if args.gallery else "cpu"
+        return compare_command(args.compare, args.gallery, args.json, Path(args.show_dir or args.work_dir),
+                               lambda command: load_config(parse_args(command), device))
     return evaluate(args, argv)
 
 

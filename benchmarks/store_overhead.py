@@ -7,7 +7,7 @@ with an fsync at most every 10 s. This times, per image:
 - `store`: encoding and appending the record (plus the periodic fsyncs);
 - `mmseg`: mmseg's own IoUMetric.process on the same sample, for comparison (eval.py no longer runs it);
 - `inference`: SC-CLIP with a randomly initialised full-size ViT-B/16 on one 336×448 image
-  (6 windows of 224, stride 112), the CPU benchmark case of README's Speed section;
+  (6 windows of 224, stride 112), the CPU benchmark case of docs/speed.md;
 and, once, reading back a whole COCO-Stuff-sized store (5,000 images × 171 classes) on resume.
 
     python benchmarks/store_overhead.py                    # ~1 min on 2 cores

@@ -65,7 +65,7 @@ def plan(coco_stuff: Path, out_dir: Path, splits: list[str] | None) -> list[tupl
     if not annotations.is_dir():
         raise ConversionError(
             f"{annotations} not found: give the COCO-Stuff 164k root, which holds annotations/train2017 "
-            "and annotations/val2017 (see 'Datasets' in README.md)")
+            "and annotations/val2017 (see docs/evaluation.md#datasets)")
     if splits is None:
         splits = [split for split in SPLITS if (annotations / split).is_dir()]
         if not splits:

@@ -494,13 +494,24 @@ def comparison(
     colours: np.ndarray | None = None,
     alpha: float = 0.5,
     font_size: int = 16,
+    second: np.ndarray | None = None,
+    titles: Sequence[str] | None = None,
 ) -> tuple[Image.Image, Layout]:
-    """image | prediction | ground truth at the image's own size (the two label maps blended into the image;
-    labels beyond the classes, e.g. 255 "ignore", left bare) over a legend of the classes present in either;
-    without `truth`, image | prediction. Also returns the layout (where each panel sits)."""
+    """image | prediction | ground truth at the image's own size (the label maps blended into the image;
+    labels beyond the classes, e.g. 255 "ignore", left bare) over a legend of the classes present in any;
+    without `truth`, image | prediction. Also returns the layout (where each panel sits).
+
+    `second` is another prediction of the same image, drawn after the first (eval.py --compare draws
+    image | A | B | ground truth); `titles`, one per panel, replace the default ones.
+    """
     colours = palette(len(class_names)) if colours is None else colours
-    label_maps = [prediction] if truth is None else [prediction, truth]
-    titles = COMPARISON_TITLES[: 1 + len(label_maps)]
+    predictions = [prediction] if second is None else [prediction, second]
+    label_maps = predictions if truth is None else [*predictions, truth]
+    if titles is None:
+        named = COMPARISON_TITLES[1:2] if second is None else ("prediction A", "prediction B")
+        titles = (COMPARISON_TITLES[0], *named, *COMPARISON_TITLES[2:2 + (truth is not None)])
+    if len(titles) != 1 + len(label_maps):
+        raise ValueError(f"{len(titles)} titles for {1 + len(label_maps)} panels: give one title per panel")
     entries = classes_present(label_maps, class_names, colours)
     height, width = image.shape[:2]
     layout = plan_layout((width, height), entries, max(width, height), font_size, titles)

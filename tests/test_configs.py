@@ -50,9 +50,9 @@ CASES += [(f"cfg_{benchmark}_vitl14.py", benchmark, {**PUBLISHED_COMMON, **L14, 
           for benchmark in DATA]
 
 
-def test_there_are_sixteen_configs_and_a_base():
+def test_there_are_sixteen_benchmark_configs_a_folder_config_and_a_base():
     names = sorted(path.name for path in CONFIGS.glob("*.py"))
-    assert names == sorted(["base_config.py", *(case[0] for case in CASES)])
+    assert names == sorted(["base_config.py", "cfg_custom.py", *(case[0] for case in CASES)])
 
 
 def effective_model_settings(cfg: Config) -> dict:

@@ -148,4 +148,4 @@ def test_command_line_runs_in_parallel_with_a_progress_bar(coco_stuff, tmp_path)
     assert completed.returncode == 1
     assert completed.stderr.strip() == (f"error: {tmp_path / 'nowhere'}/annotations not found: give the COCO-Stuff "
                                         "164k root, which holds annotations/train2017 and annotations/val2017 "
-                                        "(see 'Datasets' in README.md)")
+                                        "(see docs/evaluation.md#datasets)")

@@ -12,7 +12,7 @@ from mmseg.datasets import PascalVOCDataset
 from mmseg.registry import DATASETS
 from PIL import Image
 
-from scclip.datasets import check_dataset
+from scclip.datasets import FolderDataset, check_dataset
 from scclip.errors import DatasetError
 
 IMAGE_SIZE = (96, 128)  # H, W: small, so that the published Resize upscales (like real photos it rescales)
@@ -195,7 +195,7 @@ def test_check_dataset_names_the_missing_path_and_the_readme(tmp_path, damage, e
         check_dataset(dataset_cfg("voc21", root, "PascalVOCDataset"))
     message = str(error.value)
     assert expected.format(root=root) in message
-    assert "README.md" in message and "data_root" in message and "\n" not in message
+    assert "docs/evaluation.md#datasets" in message and "data_root" in message and "\n" not in message
 
 
 def test_check_dataset_reports_an_unconverted_coco_object(tmp_path):
@@ -212,3 +212,116 @@ def test_check_dataset_reports_an_empty_image_folder(tmp_path):
         path.unlink()
     with pytest.raises(DatasetError, match=r"ADE20KDataset: no images ending in \.jpg in .*images/validation"):
         check_dataset(dataset_cfg("ade20k", root, "ADE20KDataset"))
+
+
+# -- any folder as a benchmark (scclip.datasets.FolderDataset) ---------------------------------------------
+
+def make_folder(root: Path, images: tuple[str, ...], labels: tuple[str, ...],
+                classes: str = "sky\nroad, street\n") -> Path:
+    """A folder benchmark with tiny images and all-zero label maps at the given relative paths."""
+    for name in images:
+        (root / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 6, 3), dtype=np.uint8)).save(root / "images" / name, format="PNG")
+    for name in labels:
+        (root / "labels" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((4, 6), dtype=np.uint8)).save(root / "labels" / name)
+    (root / "classes.txt").write_text(classes, encoding="utf-8")
+    return root
+
+
+def folder_dataset(root: Path, **settings) -> FolderDataset:
+    return DATASETS.build(dict(type="FolderDataset", data_root=str(root), serialize_data=False, **settings))
+
+
+def test_folder_dataset_lists_sub_folders_in_order_and_pairs_labels_by_path(tmp_path):
+    root = make_folder(tmp_path, images=("b.JPG", "a/z.png", "a/b/c.webp", ".hidden.jpg", "a/._x.jpg", "notes.txt"),
+                       labels=("b.png", "a/z.png", "a/b/c.png"))
+    dataset = folder_dataset(root)
+    assert dataset.metainfo["classes"] == ("sky", "road")  # the first name of each line
+    infos = [dataset.get_data_info(index) for index in range(len(dataset))]
+    assert [info["img_path"] for info in infos] == [str(root / "images" / name)
+                                                     for name in ("a/b/c.webp", "a/z.png", "b.JPG")]
+    assert [info["seg_map_path"] for info in infos] == [str(root / "labels" / name)
+                                                         for name in ("a/b/c.png", "a/z.png", "b.png")]
+    assert check_dataset(dict(type="FolderDataset", data_root=str(root))) == 3
+
+
+def test_folder_dataset_reads_a_split_in_its_order(tmp_path):
+    root = make_folder(tmp_path, images=("a/x.jpg", "b.png", "c.jpg"), labels=("a/x.png", "b.png", "c.png"))
+    (root / "splits").mkdir()
+    (root / "splits" / "val.txt").write_text("c\n\n./a/x.jpg\n")
+    dataset = folder_dataset(root, split="val")
+    assert [dataset.get_data_info(index)["img_path"] for index in range(2)] == [
+        str(root / "images" / "c.jpg"), str(root / "images" / "a/x.jpg")]
+    (root / "splits" / "bad.txt").write_text("c\nmissing\n")
+    with pytest.raises(DatasetError, match=r"bad.txt, line 2: 'missing' is not an image of the image folder"):
+        folder_dataset(root, split="bad")
+    (root / "splits" / "twice.txt").write_text("c\nc.jpg\n")
+    with pytest.raises(DatasetError, match=r"twice.txt, line 2 repeats line 1 \(c.jpg\): remove one"):
+        folder_dataset(root, split="twice")
+    with pytest.raises(DatasetError, match=f"split file {root / 'splits' / 'test.txt'} not found"):
+        folder_dataset(root, split="test")
+
+
+def test_folder_dataset_leaves_unlabelled_images_out(tmp_path):
+    root = make_folder(tmp_path, images=("a.jpg", "b.jpg"), labels=("b.png", "c.png"))
+    dataset = folder_dataset(root)
+    assert [dataset.get_data_info(index)["img_path"] for index in range(len(dataset))] == [str(root / "images/b.jpg")]
+    assert dataset.contents.unlabelled == ["a.jpg"] and dataset.contents.orphan_labels == ("c.png",)
+
+
+@pytest.mark.parametrize("images, labels, classes, settings, expected", [
+    (("a.jpg",), ("a.png",), None, dict(), "class list .*classes.txt not found: write one class per line"),
+    (("a.jpg", "a.png"), ("a.png",), "sky\n", dict(),
+     "images .*a.jpg and .*a.png would share the label map .*a.png: rename one of them"),
+    (("a.jpg",), ("b.png",), "sky\n", dict(), "none of the 1 images has a label map in .*labels, e.g. .*labels/a.png"),
+    ((), (), "sky\n", dict(), "no images .* in .*images"),
+    (("a.jpg",), ("a.png",), "bank, river bank\nbank, money\n", dict(),
+     "lines 1 and 2 both start with 'bank', the name tables show: make the first names different"),
+    (("a.jpg",), ("a.png",), "sky\nroad\n", dict(ignore_index=1),
+     r"ignore_index 1 is class 1 \('road'\) of the 2 classes .*e.g. 65535 in 16-bit label PNGs"),
+    (("a.jpg",), ("a.png",), "sky\n", dict(ignore_index=70000),
+     "ignore_index=70000 must be a whole number from 0 to 65535"),
+    (("a.jpg",), ("a.png",), "sky\n", dict(pipeline=[dict(type="LoadAnnotations")]),
+     "loads labels with LoadAnnotations, which cuts 16-bit label maps to 8 bits: use LoadWideAnnotations"),
+])
+def test_folder_dataset_refuses_a_bad_folder_in_one_line(tmp_path, images, labels, classes, settings, expected):
+    root = make_folder(tmp_path, images=images, labels=labels)
+    (root / "images").mkdir(exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    if classes is None:
+        (root / "classes.txt").unlink()
+    else:
+        (root / "classes.txt").write_text(classes)
+    with pytest.raises(DatasetError, match=expected) as error:
+        folder_dataset(root, **settings)
+    assert "\n" not in str(error.value)
+
+
+def test_folder_dataset_without_a_folder_names_the_option(tmp_path):
+    with pytest.raises(DatasetError, match="no folder given: add --data-root DIR .*docs/your-data.md"):
+        check_dataset(dict(type="FolderDataset", data_root=None))
+    with pytest.raises(DatasetError, match=f"data_root {tmp_path / 'nowhere'} is not a folder"):
+        check_dataset(dict(type="FolderDataset", data_root=str(tmp_path / "nowhere")))
+
+
+def test_wide_labels_keep_their_16_bit_values(tmp_path):
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    from scclip.datasets import LoadWideAnnotations
+
+    values = np.array([[0, 255, 256], [299, 1000, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "wide.png")
+    Image.fromarray(values.astype(np.uint8)).save(tmp_path / "narrow.png")
+
+    def load(transform, name):
+        results = dict(seg_map_path=str(tmp_path / name), reduce_zero_label=False, seg_fields=[])
+        return transform(results)["gt_seg_map"]
+
+    np.testing.assert_array_equal(load(LoadWideAnnotations(), "wide.png"), values)
+    assert not np.array_equal(load(LoadAnnotations(), "wide.png"), values)  # mmseg's cuts them to 8 bits
+    narrow = load(LoadWideAnnotations(), "narrow.png")
+    assert narrow.dtype == np.uint8
+    np.testing.assert_array_equal(narrow, load(LoadAnnotations(), "narrow.png"))
+    with pytest.raises(DatasetError, match="use LoadAnnotations for a dataset with reduce_zero_label"):
+        LoadWideAnnotations()(dict(seg_map_path=str(tmp_path / "wide.png"), reduce_zero_label=True, seg_fields=[]))

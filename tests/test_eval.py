@@ -124,7 +124,8 @@ def check_pictures(show_dir: Path, root: Path, benchmark: str, predictions: dict
                        .METAINFO["classes"])
     for stem in layout.stems:
         image_path = root / layout.img_dir / f"{stem}{layout.img_suffix}"
-        picture = mmcv.imread(show_dir / f"{image_path.stem}.png", channel_order="rgb")
+        picture = mmcv.imread(show_dir / image_path.relative_to(root / layout.img_dir).with_suffix(".png"),
+                              channel_order="rgb")
         image = mmcv.imread(image_path, channel_order="rgb")
         height, width = image.shape[:2]
         truth = read_ground_truth(root, benchmark, stem)
@@ -162,7 +163,7 @@ def test_eval_miou_equals_an_independent_computation(tmp_path, tiny_checkpoint_p
 
 def test_missing_data_names_the_expected_path(tmp_path, tiny_checkpoint_path):
     missing = tmp_path / "datasets" / "VOCdevkit" / "VOC2012"
-    with pytest.raises(DatasetError, match=f"PascalVOCDataset: data_root {missing} is not a folder;.*README.md"):
+    with pytest.raises(DatasetError, match=f"PascalVOCDataset: data_root {missing} is not a folder;.*docs/evaluation.md#datasets"):
         eval_script.main(eval_args("voc21", tiny_checkpoint_path, missing, tmp_path / "work"))
 
 
@@ -175,7 +176,7 @@ def test_command_line_reports_missing_data_in_one_line(tmp_path, tiny_checkpoint
         check=False, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert completed.returncode == 1
     assert completed.stderr.strip().splitlines()[-1].startswith(
-        f"error: ADE20KDataset: data_root {tmp_path / 'nowhere'} is not a folder; see 'Datasets' in README.md")
+        f"error: ADE20KDataset: data_root {tmp_path / 'nowhere'} is not a folder; see docs/evaluation.md#datasets")
     assert "Traceback" not in completed.stderr
 
 

@@ -21,7 +21,8 @@ from mmseg.registry import MODELS
 from test_datasets import make_dataset
 
 import scclip.datasets  # noqa: F401  (registers the benchmark datasets)
-from scclip.methods import CALIBRATION_INDICES, SWITCHES, settings_for
+from scclip.methods import CALIBRATION_INDICES, SWITCHES
+from scclip.settings import settings_for
 from scclip.benchmarks import BENCHMARKS, vocabulary_file
 from scclip.published import (
     build_table,

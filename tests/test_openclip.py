@@ -300,57 +300,33 @@ def test_tags_bring_their_activation_and_normalisation():
     assert openclip.pretrained_settings("ViT-L-14", "laion2b_s32b_b82k")["image_mean"] == (0.5, 0.5, 0.5)
 
 
-# Configs, Segmenter and demo.py with open_clip backbones
+# eval.py --backbone, Segmenter and demo.py with open_clip backbones
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-BACKBONE_FILES = sorted(path for path in (CONFIGS / "backbones").glob("*.py") if not path.name.startswith("cfg_"))
-BENCHMARKS = ["voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff164k", "city_scapes", "ade20k"]
 
 
-@pytest.mark.parametrize("path", BACKBONE_FILES, ids=[path.stem for path in BACKBONE_FILES])
-def test_backbone_files_name_a_runnable_architecture_and_its_tag(path):
-    backbone = Config.fromfile(path).backbone
-    config = openclip.architecture_config(backbone.clip_arch)  # refuses what SC-CLIP cannot run
-    assert openclip.is_pretrained_tag(backbone.clip_arch, backbone.clip_path)
-    family = "_vitb" if config["vision_layers"] == 12 else "_vitl" if config["vision_layers"] == 24 else "_vith"
-    assert family in path.stem
-    if config["vision_layers"] not in (12, 24):  # other depths: indices chosen by depth in the segmentor
-        assert all(backbone[name] is None for name in ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx",
-                                                        "multi_end_idx"))
-    tag = openclip.pretrained_settings(backbone.clip_arch, backbone.clip_path)
-    if tag["activation"]:
-        assert config["activation"] == tag["activation"], "name the -quickgelu architecture of QuickGELU weights"
-    preprocessor = backbone.get("data_preprocessor")
-    mean = tuple(preprocessor["mean"]) if preprocessor else (122.771, 116.746, 104.094)
-    std = tuple(preprocessor["std"]) if preprocessor else (68.501, 66.632, 70.323)
-    assert mean == pytest.approx(tuple(255 * value for value in tag["image_mean"]), abs=1e-3)
-    assert std == pytest.approx(tuple(255 * value for value in tag["image_std"]), abs=1e-3)
-
-
-@pytest.mark.parametrize("suffix, default", [("", "openclip_vitb16_laion2b"), ("_vitl14", "openclip_vitl14_laion2b")])
-def test_benchmark_configs_are_the_published_ones_with_the_backbone(suffix, default, monkeypatch):
-    monkeypatch.delenv("SCCLIP_BACKBONE", raising=False)
-    backbone = Config.fromfile(CONFIGS / "backbones" / f"{default}.py").backbone
-    for benchmark in BENCHMARKS:
-        cfg = Config.fromfile(CONFIGS / "backbones" / f"cfg_{benchmark}{suffix}.py")
-        published = Config.fromfile(CONFIGS / f"cfg_{benchmark}{suffix}.py")
-        assert cfg.model.to_dict() == {**published.model.to_dict(), **backbone.to_dict()}, benchmark
-        assert cfg.test_dataloader.to_dict() == published.test_dataloader.to_dict(), benchmark
-
-
-def test_scclip_backbone_picks_the_backbone_and_depth_picks_the_calibration(open_clip_models, monkeypatch):
+def test_backbone_option_runs_a_deeper_file_with_depth_chosen_calibration(open_clip_models, monkeypatch):
+    """eval.py --backbone FILE --clip-arch on a ViT-L/14 config: the model takes the file and its architecture,
+    the benchmark settings stay, and the segmentor picks the calibration by the 32 blocks."""
     from mmseg.registry import MODELS
 
     from scclip.methods import calibration_defaults
 
-    monkeypatch.setenv("SCCLIP_BACKBONE", "metaclip_vith14_fullcc")
-    cfg = Config.fromfile(CONFIGS / "backbones" / "cfg_context59_vitl14.py")
-    assert (cfg.model.clip_arch, cfg.model.clip_path) == ("ViT-H-14-quickgelu", "metaclip_fullcc")
-    # The same config with a local file of a 32-block architecture instead of the download:
-    # (and two classes instead of 59, which only saves time).
+    sys.path.insert(0, str(CONFIGS.parent))
+    import eval as eval_script
+
+    monkeypatch.chdir(CONFIGS.parent)
+    checkpoint = str(open_clip_models[GELU_NAME][1])
+    args = eval_script.parse_args(["--config", "configs/cfg_context59_vitl14.py", "--backbone", checkpoint,
+                                   "--clip-arch", GELU_NAME])
+    cfg = eval_script.load_config(args, "cpu")
+    published = Config.fromfile(CONFIGS / "cfg_context59_vitl14.py")
+    assert (cfg.model.clip_path, cfg.model.clip_arch, cfg.backbone) == (checkpoint, GELU_NAME, checkpoint)
+    kept = {name: value for name, value in cfg.model.items() if name not in ("clip_path", "clip_arch", "device")}
+    assert kept == {name: value for name, value in published.model.items() if name != "clip_path"}
+    # (two classes instead of 59, which only saves time)
     cfg.model.pop("name_path")
-    cfg.model.update(clip_path=str(open_clip_models[GELU_NAME][1]), clip_arch=GELU_NAME, device="cpu",
-                     vocabulary=["sky", "person"])
+    cfg.model.update(vocabulary=["sky", "person"])
     segmentor = MODELS.build(cfg.model)
     expected, _ = calibration_defaults(32)
     assert {name: segmentor.method_settings[name] for name in expected} == expected
@@ -417,21 +393,36 @@ def test_a_tag_from_the_hub_cache_runs_through_segmenter_with_the_text_cache(ope
 
 
 @pytest.mark.slow
-def test_eval_runs_a_backbone_config(open_clip_models, tmp_path, monkeypatch):
-    """eval.py on a 2-image VOC20 copy with configs/backbones/cfg_voc20.py, the tag swapped for a local file."""
+def test_eval_runs_an_open_clip_file_given_as_backbone(open_clip_models, tiny_checkpoint_path, tmp_path, monkeypatch):
+    """eval.py --backbone FILE --clip-arch on a 2-image VOC20 copy: metrics.json names the backbone, and the run's
+    folder is not the one of the config's own backbone (the checkpoint's SHA-256 and the architecture are in it)."""
     sys.path.insert(0, str(CONFIGS.parent))
     import eval as eval_script
     from test_datasets import make_dataset
 
+    from scclip.evaluation.data import list_split
+    from scclip.evaluation.runs import RunFolder, run_identity
+
     monkeypatch.chdir(CONFIGS.parent)
-    monkeypatch.setenv("SCCLIP_BACKBONE", "metaclip_vitb16_fullcc")
     root = make_dataset(tmp_path / "datasets", "voc20")
-    options = [f"model.clip_path={open_clip_models[QUICKGELU_NAME][1]}", f"model.clip_arch={QUICKGELU_NAME}",
-               f"test_dataloader.dataset.data_root={root}", "test_dataloader.num_workers=0",
+    checkpoint = str(open_clip_models[QUICKGELU_NAME][1])
+    options = [f"test_dataloader.dataset.data_root={root}", "test_dataloader.num_workers=0",
                "test_dataloader.persistent_workers=False", "test_dataloader.dataset.pipeline.1.scale=(2048, 224)"]
-    status = eval_script.main(["--config", str(CONFIGS / "backbones" / "cfg_voc20.py"), "--work-dir",
-                               str(tmp_path / "work"), "--device", "cpu", "--cfg-options", *options])
-    assert status == 0
-    (metrics,) = (tmp_path / "work").glob("cfg_voc20*/metrics.json")
+    command = ["--config", "configs/cfg_voc20.py", "--backbone", checkpoint, "--clip-arch", QUICKGELU_NAME,
+               "--work-dir", str(tmp_path / "work"), "--device", "cpu", "--cfg-options", *options]
+    assert eval_script.main(command) == 0
+    (metrics,) = (tmp_path / "work").glob("cfg_voc20-*/metrics.json")
     result = json.loads(metrics.read_text())
     assert result["num_images"] == 2 and 0 <= result["metrics"]["mIoU"] <= 100
+    assert result["backbone"] == checkpoint and result["checkpoint"] == checkpoint
+    assert not result["published_weights"]
+
+    def run_folder(arguments: list[str]) -> str:
+        cfg = eval_script.load_config(eval_script.parse_args(arguments), "cpu")
+        split = list_split(cfg.test_dataloader.dataset)
+        return RunFolder.for_identity(tmp_path / "work", "cfg_voc20",
+                                      run_identity(cfg, split.relative_image_paths, "fp32")).path.name
+
+    assert run_folder(command) == metrics.parent.name  # the same command finds its run again
+    own = ["--config", "configs/cfg_voc20.py", "--cfg-options", f"model.clip_path={tiny_checkpoint_path}", *options]
+    assert run_folder(own) != metrics.parent.name

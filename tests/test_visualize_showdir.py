@@ -40,7 +40,8 @@ def fake_sample(tmp_path: Path, with_truth: bool = True) -> tuple[SegDataSample,
 
 def run_hook(tmp_path: Path, sample: SegDataSample) -> np.ndarray:
     runner = SimpleNamespace(test_dataloader=SimpleNamespace(dataset=SimpleNamespace(
-        metainfo=dict(classes=CLASSES, palette=[[0, 128, 0]] * len(CLASSES)))))
+        metainfo=dict(classes=CLASSES, palette=[[0, 128, 0]] * len(CLASSES)),
+        data_prefix=dict(img_path=str(Path(sample.img_path).parent)))))
     hook = eval_script.ComparisonHook(tmp_path / "pictures")
     hook.before_test(runner)
     hook.after_test_iter(runner, 0, outputs=[sample])
@@ -106,3 +107,19 @@ def test_show_dir_picture_without_ground_truth_has_two_titled_panels(tmp_path):
     region = (slice(box[1], box[3]), slice(box[0], box[2]))
     np.testing.assert_array_equal(picture[region], reference[region])
     assert picture.shape[1] < 3 * 64  # no third panel
+
+
+def test_images_of_one_name_in_two_folders_keep_two_pictures(tmp_path):
+    images = tmp_path / "images"
+    samples = []
+    for folder in ("a", "b"):
+        (images / folder).mkdir(parents=True)
+        sample, _ = fake_sample(images / folder)
+        samples.append(sample)
+    runner = SimpleNamespace(test_dataloader=SimpleNamespace(dataset=SimpleNamespace(
+        metainfo=dict(classes=CLASSES), data_prefix=dict(img_path=str(images)))))
+    hook = eval_script.ComparisonHook(tmp_path / "pictures")
+    hook.before_test(runner)
+    hook.after_test_iter(runner, 0, outputs=samples)
+    assert sorted(str(path.relative_to(tmp_path / "pictures")) for path in (tmp_path / "pictures").rglob("*.png")) == [
+        "a/photo.png", "b/photo.png"]

@@ -2,7 +2,8 @@
 
 `check_data` reads every image and label map of the split in parallel and reports each problem
 (undecodable or truncated file, label size different from its image, label values outside the
-dataset's classes and ignore index). During a run, the checked loaders turn a failure to read a
+dataset's classes and ignore index); `folder_problems` adds what only a folder benchmark can have
+(images without a label map, label maps without an image). During a run, the checked loaders turn a failure to read a
 file into one DatasetError naming it, so the run can stop cleanly and resume once it is fixed.
 """
 from __future__ import annotations
@@ -23,12 +24,14 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import DATASETS, TRANSFORMS
 from PIL import Image
 
+from ..datasets import LABEL_EXTENSION, LoadWideAnnotations, is_folder_dataset
 from ..errors import DatasetError
 
 FIX_HINT = "replace or remove the file (python eval.py --config CONFIG --check-data lists every bad file), " \
            "then rerun with --resume"
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
-LOADER_TYPES = {"LoadImageFromFile": "ScclipLoadImageFromFile", "LoadAnnotations": "ScclipLoadAnnotations"}
+LOADER_TYPES = {"LoadImageFromFile": "ScclipLoadImageFromFile", "LoadAnnotations": "ScclipLoadAnnotations",
+                "LoadWideAnnotations": "ScclipLoadWideAnnotations"}
 
 
 @dataclass(frozen=True)
@@ -103,15 +106,26 @@ class ScclipLoadImageFromFile(LoadImageFromFile):
         return results
 
 
-@TRANSFORMS.register_module()
-class ScclipLoadAnnotations(LoadAnnotations):
-    """mmseg's LoadAnnotations, but an unreadable label map raises one DatasetError naming it."""
+class NamesUnreadableLabelMaps:
+    """Mixed into a label loader: an unreadable label map raises one DatasetError naming it."""
 
     def _load_seg_map(self, results: dict) -> None:
         try:
             super()._load_seg_map(results)
+        except DatasetError:
+            raise
         except Exception as error:
             raise _decode_failure(results["seg_map_path"], error) from None
+
+
+@TRANSFORMS.register_module()
+class ScclipLoadAnnotations(NamesUnreadableLabelMaps, LoadAnnotations):
+    """mmseg's LoadAnnotations, but an unreadable label map raises one DatasetError naming it."""
+
+
+@TRANSFORMS.register_module()
+class ScclipLoadWideAnnotations(NamesUnreadableLabelMaps, LoadWideAnnotations):
+    """scclip's LoadWideAnnotations (16-bit label maps), but an unreadable label map raises one DatasetError."""
 
 
 def with_checked_loaders(pipeline: Sequence[Mapping]) -> list[dict]:
@@ -183,3 +197,25 @@ def check_data(split: Split, ignore_index: int, workers: int | None = None) -> l
     results = track_parallel_progress(check_item, tasks, workers, chunksize=chunk)
     print()
     return [problem for problems in results for problem in problems]
+
+
+def folder_problems(dataset_cfg: Mapping) -> list[str]:
+    """A folder benchmark's images without a label map, label maps without an image and label files that are
+    not PNG ('path: what is wrong'); nothing for other datasets, whose split files say what is labelled."""
+    if not is_folder_dataset(dataset_cfg.get("type")):
+        return []
+    cfg = copy.deepcopy(dict(dataset_cfg))
+    cfg.update(pipeline=[], serialize_data=False)
+    cfg.pop("indices", None)
+    dataset = DATASETS.build(cfg)
+    img_dir, ann_dir = dataset.data_prefix["img_path"], dataset.data_prefix["seg_map_path"]
+    contents = dataset.contents
+    problems = [f"{osp.join(img_dir, image)}: image has no label map "
+                f"(expected {osp.join(ann_dir, osp.splitext(image)[0] + LABEL_EXTENSION)})"
+                for image in contents.unlabelled]
+    problems += [f"{osp.join(ann_dir, label)}: label map has no image "
+                 f"(expected {osp.join(img_dir, osp.splitext(label)[0])} with an image extension)"
+                 for label in contents.orphan_labels]
+    problems += [f"{osp.join(ann_dir, path)}: not a PNG: label maps are PNG files named like their image"
+                 for path in contents.not_png]
+    return problems

@@ -1,7 +1,8 @@
 """The table of finished runs: grouped by method and backbone, each beside its own published mIoU.
 
 A run is comparable with the published number only when it evaluated the whole split with the
-published weights and the config's own settings; any other run is listed with the reason.
+published weights and the config's own settings (overrides that `scclip.settings` calls harmless
+or not predictive aside); any other run is listed with the reason.
 """
 from __future__ import annotations
 
@@ -13,13 +14,8 @@ from pathlib import Path
 from ..benchmarks import BENCHMARKS
 from ..errors import InputError
 from ..published import published_miou
+from ..settings import harmless_override
 from .runs import METRICS_FILE
-
-# Overrides that say where things are or how fast they run, not what is predicted.
-HARMLESS_OVERRIDES = ("test_dataloader.dataset.data_root", "test_dataloader.num_workers", "test_dataloader.batch_size",
-                      "test_dataloader.persistent_workers", "test_dataloader.pin_memory", "model.device",
-                      "model.crop_batch_size", "model.text_batch_size", "model.download_root", "model.text_cache",
-                      "model.compile", "model.clip_path", "model.precision")
 
 
 def published_numbers(method: str, backbone: str) -> dict[str, float]:
@@ -36,9 +32,11 @@ def not_comparable_reasons(run: dict) -> list[str]:
         reasons.append(f"{run.get('num_images')} of {full} images")
     if not run.get("published_weights", False):
         reasons.append("not the published weights")
-    changed = [name for name in run.get("overrides", {}) if name not in HARMLESS_OVERRIDES]
+    changed = [name for name in run.get("overrides", {}) if not harmless_override(name)]
     if changed:
         reasons.append("settings changed: " + ", ".join(changed))
+    if run.get("settings_of") not in (None, run.get("backbone")):
+        reasons.append(f"the {run['settings_of']} settings of {run.get('config_name', 'its config')}")
     if run.get("anomaly_detector") not in (None, "lof"):
         reasons.append(f"anomaly_detector={run['anomaly_detector']}: the release's first commit, not the published setting")
     return reasons
@@ -81,13 +79,14 @@ def summary_table(work_dir: str | os.PathLike) -> str:
         for run in group:
             ours = run["metrics"].get("mIoU")
             paper = published.get(run["benchmark"])
-            reasons = not_comparable_reasons(run)
+            published_benchmark = run["benchmark"] in BENCHMARKS
+            reasons = not_comparable_reasons(run) if published_benchmark else []
             if not reasons and ours is not None:
                 comparable_by_benchmark.setdefault(run["benchmark"], ours)
             diff = "—" if reasons or paper is None or ours is None else f"{ours - paper:+.2f}"
             note = f"not comparable: {'; '.join(reasons)}" if reasons else ""
-            name = (BENCHMARKS[run["benchmark"]].title if run["benchmark"] in BENCHMARKS
-                    else run["benchmark"] or run.get("config_name", "?"))
+            name = (BENCHMARKS[run["benchmark"]].title if published_benchmark
+                    else Path(run.get("data_root") or run.get("config_name", "?")).name)
             lines.append(f"| {method} | {backbone} | {name} | {_cell(ours, 2)} | {_cell(paper, 1)} | {diff} | "
                          f"{run.get('num_images', '?')} | {note} |")
             overrides = " ".join(f"{key}={value}" for key, value in run.get("overrides", {}).items()) or "none"

@@ -1,6 +1,0 @@
-# SC-CLIP with another ViT-B backbone on coco_stuff164k: the ViT-B/16 settings of ../cfg_coco_stuff164k.py and the backbone named by
-# $SCCLIP_BACKBONE (a file of this folder, default openclip_vitb16_laion2b), e.g.
-#   SCCLIP_BACKBONE=metaclip_vitb16_fullcc python eval.py --config configs/backbones/cfg_coco_stuff164k.py
-_base_ = ['../cfg_coco_stuff164k.py', './{{$SCCLIP_BACKBONE:openclip_vitb16_laion2b}}.py']
-
-model = dict(_base_.backbone)

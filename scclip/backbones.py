@@ -1,0 +1,255 @@
+"""Backbones as users write them, the open_clip backbones we name, and which published settings each takes.
+
+A backbone is written the same way for `eval.py --backbone`, `dist_test.sh BACKBONE=` and
+`scclip backbones --resolve`:
+
+- a name of `NAMED_BACKBONES` (`metaclip_vitl14_fullcc`, `openclip_vitb16_laion2b`, ...): the
+  one table of the open_clip backbones this project names (`scclip backbones` lists it);
+- an OpenAI CLIP name (`ViT-B/16`, `ViT-L/14`, ...);
+- open_clip's `model:pretrained` pair (`ViT-B-16:laion2b_s34b_b88k`), or a pretrained tag with
+  `clip_arch` (`--clip-arch`);
+- a checkpoint file: OpenAI's layout, or open_clip's with `clip_arch`.
+
+SC-CLIP's calibration follows the checkpoint's depth inside the segmentor
+(`scclip.methods.calibration_defaults`). The benchmark settings (`logit_scale`, `prob_thd`,
+`area_thd`) were published for ViT-B/16 and ViT-L/14 only; `settings_backbone` is the one rule
+saying whose a backbone of another depth takes, and `CONFIG_SUFFIXES` where those settings are
+(`configs/cfg_<benchmark>.py` and `configs/cfg_<benchmark>_vitl14.py`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Any
+
+from .clip.architectures import ARCHITECTURES
+from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from .clip.pretrained import MODEL_URLS, expected_sha256
+from .errors import CheckpointError, InputError
+
+# The backbones whose benchmark settings were published, with their image-tower depth.
+PUBLISHED_DEPTHS = {"ViT-B/16": 12, "ViT-L/14": 24}
+# Where a benchmark's settings for each published backbone are: configs/<method>/cfg_<benchmark><suffix>.py.
+CONFIG_SUFFIXES = {"ViT-B/16": "", "ViT-L/14": "_vitl14"}
+# Work-dir names of the published backbones (dist_test.sh: work_dirs/<name>/).
+PUBLISHED_FOLDERS = {"ViT-B/16": "vitb16", "ViT-L/14": "vitl14"}
+_RESBLOCK_KEY = re.compile(r"visual\.transformer\.resblocks\.(\d+)\.")
+_UNSAFE_IN_FOLDER_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class NamedBackbone:
+    """An open_clip backbone under a short name.
+
+    Attributes:
+        name: what `BACKBONE=` and `--backbone` accept; the family (`_vitb`, `_vitl`, `_vith`) is in it.
+        arch: open_clip's architecture name; `-quickgelu` for weights trained with QuickGELU.
+        tag: open_clip's pretrained tag, downloaded on first use into the Hugging Face cache.
+        description: what the weights are and where they come from.
+    """
+
+    name: str
+    arch: str
+    tag: str
+    description: str
+
+
+NAMED_BACKBONES: dict[str, NamedBackbone] = {
+    backbone.name: backbone
+    for backbone in (
+        NamedBackbone("openclip_vitb16_laion2b", "ViT-B-16", "laion2b_s34b_b88k",
+                      "OpenCLIP ViT-B/16 trained on LAION-2B (GELU), "
+                      "https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
+        NamedBackbone("metaclip_vitb16_fullcc", "ViT-B-16-quickgelu", "metaclip_fullcc",
+                      "MetaCLIP ViT-B/16 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
+                      "https://huggingface.co/timm/vit_base_patch16_clip_224.metaclip_2pt5b"),
+        NamedBackbone("openclip_vitl14_laion2b", "ViT-L-14", "laion2b_s32b_b82k",
+                      "OpenCLIP ViT-L/14 trained on LAION-2B (GELU; images normalised with mean = std = 0.5), "
+                      "https://huggingface.co/laion/CLIP-ViT-L-14-laion2B-s32B-b82K"),
+        NamedBackbone("metaclip_vitl14_fullcc", "ViT-L-14-quickgelu", "metaclip_fullcc",
+                      "MetaCLIP ViT-L/14 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
+                      "https://huggingface.co/timm/vit_large_patch14_clip_224.metaclip_2pt5b"),
+        NamedBackbone("openclip_vith14_laion2b", "ViT-H-14", "laion2b_s32b_b79k",
+                      "OpenCLIP ViT-H/14 trained on LAION-2B (GELU; 32 blocks, 16 heads of width 80), "
+                      "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
+        NamedBackbone("metaclip_vith14_fullcc", "ViT-H-14-quickgelu", "metaclip_fullcc",
+                      "MetaCLIP ViT-H/14 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
+                      "https://huggingface.co/timm/vit_huge_patch14_clip_224.metaclip_2pt5b"),
+    )
+}
+
+
+def settings_backbone(depth: int) -> str:
+    """The published backbone whose benchmark settings a ViT with `depth` blocks takes: the nearer depth.
+
+    Up to 18 blocks (ViT-S, ViT-M, ViT-B) take ViT-B/16's settings; deeper ViTs (ViT-L, ViT-H, ViT-g,
+    ViT-bigG) take ViT-L/14's, tuned for the larger model. A tie goes to the shallower one.
+    """
+    return min(PUBLISHED_DEPTHS, key=lambda name: (abs(PUBLISHED_DEPTHS[name] - depth), PUBLISHED_DEPTHS[name]))
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A backbone as given, read enough to configure a model (nothing downloaded yet).
+
+    Attributes:
+        label: its name in configs (`backbone`), metrics.json and the summary: the OpenAI or table name,
+            the `arch:tag` pair, or the file.
+        clip_path: the segmentor's `clip_path`: an OpenAI name, an open_clip tag or a file.
+        clip_arch: the segmentor's `clip_arch` (open_clip architecture), None for OpenAI's layout.
+        depth: blocks of the image tower.
+    """
+
+    label: str
+    clip_path: str
+    clip_arch: str | None
+    depth: int
+
+    @property
+    def settings(self) -> str:
+        """The published backbone whose benchmark settings this one takes (`settings_backbone`)."""
+        return settings_backbone(self.depth)
+
+    @property
+    def config_suffix(self) -> str:
+        """The ending of the benchmark configs with those settings (`cfg_<benchmark><suffix>.py`)."""
+        return CONFIG_SUFFIXES[self.settings]
+
+    @property
+    def folder_name(self) -> str:
+        """A file-name-safe name for its runs' work dir (dist_test.sh)."""
+        if self.label in PUBLISHED_FOLDERS:
+            return PUBLISHED_FOLDERS[self.label]
+        if self.label in NAMED_BACKBONES or self.label in MODEL_URLS:
+            name = self.label.lower().replace("-", "").replace("/", "").replace("@", "_")
+        elif self.is_tag:
+            name = f"{self.clip_arch}_{self.clip_path}"
+        else:
+            name = Path(self.clip_path).stem
+        return _UNSAFE_IN_FOLDER_NAMES.sub("_", name)
+
+    @property
+    def is_tag(self) -> bool:
+        """Whether `clip_path` is an open_clip pretrained tag (downloaded by `model_settings`)."""
+        return self.clip_arch is not None and not Path(self.clip_path).is_file()
+
+
+def valid_names() -> list[str]:
+    """The backbone names accepted besides pairs and files: OpenAI's ViTs and the table's names."""
+    return [*ARCHITECTURES, *NAMED_BACKBONES]
+
+
+def _unknown(text: str) -> InputError:
+    close = get_close_matches(text, valid_names(), n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return InputError(
+        f"backbone {text!r} is not a backbone name, an open_clip ARCH:TAG pair or a checkpoint file: {hint}"
+        f"names: {', '.join(valid_names())} (`scclip backbones` describes them)"
+    )
+
+
+def parse_backbone(text: str | os.PathLike, clip_arch: str | None = None) -> Backbone:
+    """A backbone as users write it (see the module docstring), checked; open_clip is imported only for its forms.
+
+    Raises:
+        InputError: not a name, pair or file (one line listing the names), or a name given with `clip_arch`.
+        CheckpointError: an architecture SC-CLIP cannot run, a tag the architecture does not have, a
+            ResNet, or a file that is not a ViT CLIP checkpoint.
+    """
+    text = str(text)
+    if text in NAMED_BACKBONES:
+        if clip_arch is not None:
+            raise InputError(f"backbone {text} is open_clip's {NAMED_BACKBONES[text].arch} already: drop --clip-arch")
+        named = NAMED_BACKBONES[text]
+        return _open_clip_backbone(text, named.tag, named.arch)
+    if clip_arch is None and text in MODEL_URLS:
+        if text not in ARCHITECTURES:
+            raise CheckpointError(f"backbone {text} is a ResNet CLIP; SC-CLIP needs a ViT: use one of "
+                                  f"{', '.join(valid_names())}")
+        return Backbone(text, text, None, ARCHITECTURES[text]["vision_layers"])
+    if clip_arch is not None or ":" in text:
+        from .clip.openclip import split_backbone
+
+        path_or_tag, arch = split_backbone(text, clip_arch)
+        if arch is not None:
+            label = str(path_or_tag) if Path(path_or_tag).is_file() else f"{arch}:{path_or_tag}"
+            return _open_clip_backbone(label, str(path_or_tag), arch)
+    if Path(text).is_file():
+        return _openai_layout_file(Path(text))
+    raise _unknown(text)
+
+
+def _open_clip_backbone(label: str, path_or_tag: str, arch: str) -> Backbone:
+    """An open_clip file or tag of `arch`; a QuickGELU tag under a GELU name runs its `-quickgelu` architecture."""
+    from .clip import openclip
+
+    depth = openclip.architecture_config(arch)["vision_layers"]  # refuses what SC-CLIP cannot run
+    if Path(path_or_tag).is_file():
+        return Backbone(label, path_or_tag, arch, depth)
+    if not openclip.is_pretrained_tag(arch, path_or_tag):
+        raise CheckpointError(
+            f"{path_or_tag!r} is neither a file nor an open_clip pretrained tag of {arch} "
+            f"(its tags: {', '.join(openclip.pretrained_tags(arch)) or 'none'}); give one of them or a checkpoint file"
+        )
+    activation = openclip.pretrained_settings(arch, path_or_tag)["activation"]
+    if activation and openclip.architecture_config(arch)["activation"] != activation:
+        quick = f"{arch}-quickgelu"
+        if not openclip.is_pretrained_tag(quick, path_or_tag):
+            raise CheckpointError(f"open_clip {arch}:{path_or_tag} was trained with QuickGELU but {arch} runs GELU "
+                                  f"and open_clip has no {quick}: give a QuickGELU architecture")
+        arch = quick
+    return Backbone(label, path_or_tag, arch, depth)
+
+
+def _openai_layout_file(path: Path) -> Backbone:
+    """A checkpoint in OpenAI's layout: a published one goes by its name (found by SHA-256), else by its path."""
+    from .clip.loading import load_state_dict
+    from .text_cache import file_digest
+
+    digest = file_digest(path)
+    for name, url in MODEL_URLS.items():
+        if name in ARCHITECTURES and expected_sha256(url) == digest:
+            return Backbone(name, str(path), None, ARCHITECTURES[name]["vision_layers"])
+    blocks = {int(match.group(1)) for key in load_state_dict(path) if (match := _RESBLOCK_KEY.match(key))}
+    if not blocks:
+        raise CheckpointError(f"{path} has no ViT image tower (visual.transformer.resblocks): SC-CLIP needs a ViT "
+                              "CLIP; for open_clip files give --clip-arch")
+    return Backbone(str(path), str(path), None, max(blocks) + 1)
+
+
+def model_settings(backbone: Backbone, download_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The segmentor settings (`clip_path`, `clip_arch`, `data_preprocessor`) that run `backbone`.
+
+    An open_clip tag is downloaded (on first use) and given as its file, so that the run's identity
+    hashes the weights themselves; the normalisation the tag was trained with, when it is not
+    CLIP's, becomes the data pre-processor, as the segmentor would choose it for the tag.
+    """
+    if backbone.clip_arch is None or not backbone.is_tag:
+        return dict(clip_path=backbone.clip_path, clip_arch=backbone.clip_arch)
+    from .clip import openclip
+
+    path = openclip.download_pretrained(backbone.clip_arch, backbone.clip_path, download_root)
+    settings: dict[str, Any] = dict(clip_path=str(path), clip_arch=backbone.clip_arch)
+    tag = openclip.pretrained_settings(backbone.clip_arch, backbone.clip_path)
+    if (tuple(tag["image_mean"]), tuple(tag["image_std"])) != (tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)):
+        settings["data_preprocessor"] = dict(
+            type="SCCLIPDataPreProcessor", bgr_to_rgb=True,
+            mean=[255 * value for value in tag["image_mean"]], std=[255 * value for value in tag["image_std"]],
+        )
+    return settings
+
+
+def describe_named() -> list[str]:
+    """One line per named backbone, for `scclip backbones`: name, open_clip pair, depth and settings, description."""
+    from .clip import openclip
+
+    rows = []
+    for backbone in NAMED_BACKBONES.values():
+        depth = openclip.architecture_config(backbone.arch)["vision_layers"]
+        rows.append((backbone.name, f"{backbone.arch}:{backbone.tag}",
+                     f"{depth} blocks, {settings_backbone(depth)} settings", backbone.description))
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]) for row in rows]
