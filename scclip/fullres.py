@@ -13,7 +13,9 @@ photo; this module only decides how to cut the blocks and how to stitch them:
 - PAMR's output at a pixel depends only on the scores and image within `steps × max(dilations)`
   pixels (each step looks one dilation away, and each affinity one dilation further), so each tile
   is refined with that margin around it and only its centre is kept: exact, with the image edges
-  padded as the whole-image computation pads them.
+  padded as the whole-image computation pads them. The image PAMR reads is resized whole (3 maps,
+  144 MB at 12 megapixels), as the benchmark path resizes it, because PAMR divides by its local
+  spread, ~0 in flat regions, where a rounding difference would change the result.
 Labels therefore equal the whole-image computation except where two class scores tie to within
 rounding.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .pamr import pixel_affinities, refine
@@ -91,6 +94,7 @@ class FullSizePrediction:
     image: Tensor | None = None
     block_bytes: int = BLOCK_BYTES
     _keep: Tensor | None = field(default=None, init=False, repr=False)
+    _image: Tensor | None = field(default=None, init=False, repr=False)
 
     @property
     def pamr_reach(self) -> int:
@@ -111,6 +115,16 @@ class FullSizePrediction:
             for rows in spans(height, max(1, pixels // width)):
                 yield rows, (0, width)
 
+    def full_size_image(self) -> Tensor:
+        """1×3×H×W the inference input at full size, resized whole as the benchmark path resizes it.
+
+        PAMR's affinities divide by the local spread of the image, which is ~0 in flat regions: there
+        a rounding difference in the resized image would change the result, so the image (3 maps, not
+        Q) is resized whole with the same call rather than block by block."""
+        if self._image is None:
+            self._image = F.interpolate(self.image[None], size=self.size, mode="bilinear", align_corners=False)
+        return self._image
+
     def query_block(self, rows: Span, cols: Span) -> Tensor:
         """Q×R×W full-size query logits of one block (refined with PAMR when it is on)."""
         if self.post.pamr_steps <= 0:
@@ -119,7 +133,7 @@ class FullSizePrediction:
         height, width = self.size
         around_rows = (max(rows[0] - reach, 0), min(rows[1] + reach, height))
         around_cols = (max(cols[0] - reach, 0), min(cols[1] + reach, width))
-        image = resize_block(self.image, self.size, around_rows, around_cols)[None]
+        image = self.full_size_image()[:, :, around_rows[0] : around_rows[1], around_cols[0] : around_cols[1]]
         affinity = pixel_affinities(image, self.post.pamr_stride)
         inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
                   slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
