@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from fontTools.ttLib import TTFont, TTLibError
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputError
@@ -97,6 +96,7 @@ def palette(num_classes: int) -> np.ndarray:
 # -- fonts --------------------------------------------------------------------------------------------------
 
 BUNDLED_FONT = Path(__file__).parent / "assets" / "DejaVuSans-LGC.ttf"
+BUNDLED_CHARACTERS = BUNDLED_FONT.with_suffix(".characters.txt")
 FONT_VARIABLE = "SCCLIP_FONT"
 # Fonts with wide coverage where common systems install them (Debian/Ubuntu, Fedora, Arch, macOS, Windows).
 _KNOWN_FONTS = (
@@ -140,13 +140,29 @@ def _font(path: str, index: int, size: int) -> ImageFont.FreeTypeFont:
 def _face(path: str, index: int = 0) -> Face | None:
     """The face, or None when the file is no font PIL can draw with at any size (a colour bitmap font such
     as Noto Color Emoji only has fixed sizes)."""
+    if Path(path) == BUNDLED_FONT:
+        characters = _bundled_characters()
+    else:
+        try:  # fontTools reads system fonts' character maps; without it (the torch-free runtime) only the bundled font draws
+            from fontTools.ttLib import TTFont, TTLibError
+        except ImportError:
+            return None
+        try:
+            with TTFont(path, fontNumber=index, lazy=True) as font:
+                characters = frozenset(font.getBestCmap() or {})
+        except (OSError, TTLibError, ValueError, KeyError, AssertionError):
+            return None
     try:
-        with TTFont(path, fontNumber=index, lazy=True) as font:
-            cmap = font.getBestCmap() or {}
         _font(path, index, _PROBE_SIZE)
-    except (OSError, TTLibError, ValueError, KeyError, AssertionError):
+    except (OSError, ValueError):
         return None
-    return Face(path, index, frozenset(cmap))
+    return Face(path, index, characters)
+
+
+def _bundled_characters() -> frozenset[int]:
+    """The bundled font's code points, from the ranges benchmarks/make_font_subset.py wrote beside it."""
+    ranges = BUNDLED_CHARACTERS.read_text(encoding="ascii").split()
+    return frozenset(point for span in ranges for point in range(int(span[:4], 16), int(span.split("-")[1], 16) + 1))
 
 
 def bundled_face() -> Face:

@@ -178,3 +178,13 @@ def test_characters_from_several_system_fonts_in_one_name(monkeypatch, tmp_path)
         assert fallback_face(frozenset({ord("∑")})).path == sigma
     finally:
         fallback_face.cache_clear()
+
+
+def test_shipped_character_list_is_the_bundled_fonts_own():
+    """The bundled font's coverage is read from a shipped list (no font library needed to draw with it)."""
+    from fontTools.ttLib import TTFont
+
+    from scclip.visualize import BUNDLED_FONT, _bundled_characters
+
+    with TTFont(BUNDLED_FONT) as font:
+        assert _bundled_characters() == frozenset(font.getBestCmap())
