@@ -5,17 +5,14 @@ the benchmarks do (keep-ratio resize to fit 2048×336, CLIP normalisation), lets
 compute the query logits, and returns the prediction at the image's full size, built block by
 block (`scclip.fullres`) so that memory does not grow with classes × megapixels.
 """
-import json
 import os
-from collections.abc import Callable, Sequence
-from functools import cached_property
+from collections.abc import Sequence
 from pathlib import Path
 
 import mmcv
 import numpy as np
 import torch
 from mmengine.logging import MMLogger
-from PIL import Image
 
 from .benchmarks import benchmark_of_vocabulary, vocabulary_file
 from .clip import CLIP, load
@@ -24,20 +21,13 @@ from .clip.openclip import split_backbone
 from .clip.pretrained import MODEL_URLS
 from .clip.tokenizer import CONTEXT_LENGTH, get_tokenizer
 from .errors import CheckpointError, InputError, VocabularyError
-from .fileio import write_atomically
 from .fullres import FullSizePrediction
-from .imageio import ImageSource, read_image, writable_suffixes
+from .imageio import ImageSource, read_image
+from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
+from .settings import check_settings
 from .text import SYNONYM_SEPARATOR, Vocabulary, load_templates
-from .visualize import (
-    LegendEntry,
-    label_image,
-    legend_entries,
-    overlay,
-    palette,
-    pixel_shares,
-    side_by_side,
-)
+from .visualize import palette
 
 SAMPLE_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
 SAMPLE_CLASSES = ("wall, background", "astronaut, woman", "space suit", "helmet", "flag", "space shuttle, rocket")
@@ -50,7 +40,6 @@ SYNONYM_MARK = "|"
 
 # Characters people use to separate classes; a single class holding one looks like a mistake.
 OTHER_SEPARATORS = (";", "/", "|", "\t", "\n")
-MASK_SUFFIX = ".png"
 
 
 def parse_classes(text: str) -> list[str]:
@@ -216,99 +205,6 @@ def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_S
     return mmcv.imresize(image, size, interpolation="bilinear", backend="cv2")
 
 
-class SegmentationResult:
-    """One segmented image.
-
-    Attributes:
-        image: H×W×3 uint8 RGB, the image as segmented (EXIF orientation applied).
-        labels: H×W int64 class index per pixel.
-        scores: C×H×W float32 class scores (softmax over the queries, max over each class's names),
-            computed when first read: it costs C × H × W × 4 bytes (8.2 GB for 171 classes on a
-            12-megapixel photo), unlike everything else here, which is H×W at most.
-        class_names: the name shown for each class (a benchmark's own names for its shipped
-            vocabulary, else each class's first name).
-        colours: C×3 uint8 colour of each class.
-    """
-
-    def __init__(self, image: np.ndarray, labels: np.ndarray, class_names: list[str], colours: np.ndarray,
-                 scores: np.ndarray | Callable[[], np.ndarray]) -> None:
-        self.image = image
-        self.labels = labels
-        self.class_names = class_names
-        self.colours = colours
-        self._scores = scores
-
-    @property
-    def scores(self) -> np.ndarray:
-        if callable(self._scores):
-            self._scores = self._scores()
-        return self._scores
-
-    def __repr__(self) -> str:
-        height, width = self.labels.shape
-        present = ", ".join(f"{entry.name} {100 * entry.share:.1f}%" for entry in self.legend()[:5])
-        more = len(self.legend()) - 5
-        return (f"SegmentationResult({width}×{height}, {len(self.class_names)} classes; "
-                f"{present}{f', +{more} more' if more > 0 else ''})")
-
-    @cached_property
-    def shares(self) -> dict[str, float]:
-        """Fraction of the pixels given to each class (all classes, in vocabulary order)."""
-        return dict(zip(self.class_names, pixel_shares(self.labels, len(self.class_names)).tolist()))
-
-    def legend(self) -> list[LegendEntry]:
-        """The classes present, largest first, with colour and pixel share."""
-        return legend_entries(self.labels, self.class_names, self.colours)
-
-    def overlay(self, alpha: float = 0.5) -> Image.Image:
-        """The image with the class colours blended in, at full size."""
-        return Image.fromarray(overlay(self.image, self.labels, self.colours, alpha))
-
-    def mask(self) -> Image.Image:
-        """The labels as an image: palette mode 'P' (pixel value = class index) for up to 256 classes."""
-        return label_image(self.labels, self.colours)
-
-    def picture(self, panel_side: int = 512, alpha: float = 0.5) -> Image.Image:
-        """image | prediction | overlay side by side at the image's aspect ratio, over a legend."""
-        return side_by_side(self.image, self.labels, self.class_names, self.colours, alpha, panel_side)[0]
-
-    def save(self, path: str | os.PathLike, panel_side: int = 512) -> Path:
-        """Write `picture()` to `path` (format from its suffix); never leaves a partial file.
-
-        Raises:
-            InputError: the suffix names no picture format PIL can write, or the file cannot be written.
-        """
-        path = Path(path)
-        if path.suffix.lower() not in writable_suffixes():
-            raise InputError(f"cannot write a picture to {path}: its name needs a picture suffix such as .png or .jpg")
-        picture = self.picture(panel_side)
-        return write_atomically(path, picture.save)
-
-    def save_mask(self, path: str | os.PathLike) -> tuple[Path, Path]:
-        """Write the label PNG at `path` (a name without suffix gets .png) and, beside it (same
-        name, .json), the class names and pixel shares.
-
-        Raises:
-            InputError: `path` has another suffix than .png: a lossy format would change the labels.
-        """
-        path = Path(path)
-        if not path.suffix:
-            path = path.with_suffix(MASK_SUFFIX)
-        if path.suffix.lower() != MASK_SUFFIX:
-            raise InputError(f"the label mask is written as PNG (lossless, pixel = class index): "
-                             f"name it {path.with_suffix(MASK_SUFFIX).name} instead of {path.name}")
-        mask = self.mask()
-        summary = dict(
-            classes=self.class_names,
-            pixel_shares={name: round(share, 6) for name, share in self.shares.items()},
-            size=dict(width=int(self.labels.shape[1]), height=int(self.labels.shape[0])),
-        )
-        png = write_atomically(path, mask.save)
-        report = write_atomically(path.with_suffix(".json"),
-                                  lambda temp: temp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8"))
-        return png, report
-
-
 class Segmenter:
     """Open-vocabulary segmentation of single images with SC-CLIP or one of its baselines.
 
@@ -357,8 +253,8 @@ class Segmenter:
         **options,
     ) -> None:
         lines = vocabulary_lines(classes, vocab)
-        if not 0 <= prob_thd <= 1:
-            raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
+        # Every setting is checked (scclip.settings) before the backbone loads.
+        check_settings(method, dict(prob_thd=prob_thd, clip_arch=clip_arch, **options))
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
@@ -392,19 +288,45 @@ class Segmenter:
     @torch.no_grad()
     def __call__(self, image: ImageSource) -> SegmentationResult:
         """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
-        rgb = read_image(image)
-        resized = resize_for_inference(rgb, self.scale, min_side=self.segmentor.encoder.patch_size)
-        height, width = resized.shape[:2]
-        pixels = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        inputs = self.segmentor.data_preprocessor.normalise([pixels])
-        ((logits, image),) = self.segmentor.coarse_logits(inputs, [dict(img_shape=(height, width))])
+        (result,) = self.batch([image])
+        return result
+
+    @torch.no_grad()
+    def batch(self, images: Sequence[ImageSource]) -> list[SegmentationResult]:
+        """Segment several images (each as `__call__` takes it); the results are those of one call each.
+
+        Images of the same inference size are encoded in one batch (see `predictions`), so pass as
+        many as memory allows: each holds its Q×h×w coarse logits until its result is made.
+        """
+        return [
+            SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(self.class_names),
+                               colours=self.colours, scores=prediction.scores)
+            for rgb, prediction in self.predictions(images)
+        ]
+
+    @torch.no_grad()
+    def predictions(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, FullSizePrediction]]:
+        """Each image as read (H×W×3 uint8 RGB) and its full-size prediction, whose labels and scores are
+        computed when asked for (`FullSizePrediction.labels()`, `.scores()`).
+
+        The one prediction path: keep-ratio resize, CLIP normalisation, the segmentor's coarse logits.
+        Images that come out of the resize at the same size go through `coarse_logits` together (no
+        padding; their windows are encoded in shared batches), others alone. Every window is encoded
+        on its own, so a batch gives each image the labels it gets alone (bit for bit on the CPU; on
+        CUDA, kernels chosen for another batch size may change the last bits of a logit).
+        """
         segmentor = self.segmentor
-        prediction = FullSizePrediction(logits, rgb.shape[:2], segmentor.query_to_class, segmentor.num_classes,
-                                        segmentor.post, image=image)
-        return SegmentationResult(
-            image=rgb,
-            labels=prediction.labels(),
-            class_names=list(self.class_names),
-            colours=self.colours,
-            scores=prediction.scores,
-        )
+        rgbs = [read_image(image) for image in images]
+        inputs = [resize_for_inference(rgb, self.scale, min_side=segmentor.encoder.patch_size) for rgb in rgbs]
+        same_size: dict[tuple[int, int], list[int]] = {}
+        for index, resized in enumerate(inputs):
+            same_size.setdefault(resized.shape[:2], []).append(index)
+        predictions: dict[int, FullSizePrediction] = {}
+        for (height, width), members in same_size.items():
+            pixels = [torch.from_numpy(np.ascontiguousarray(inputs[index].transpose(2, 0, 1))) for index in members]
+            batch = segmentor.data_preprocessor.normalise(pixels)
+            coarse = segmentor.coarse_logits(batch, [dict(img_shape=(height, width))] * len(members))
+            for index, (logits, image) in zip(members, coarse):
+                predictions[index] = FullSizePrediction(logits, rgbs[index].shape[:2], segmentor.query_to_class,
+                                                        segmentor.num_classes, segmentor.post, image=image)
+        return [(rgb, predictions[index]) for index, rgb in enumerate(rgbs)]

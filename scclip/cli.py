@@ -6,6 +6,7 @@
     scclip segment --image cat.jpg --classes "cat,sofa,wall" --method clearclip
     scclip segment --image cat.jpg --classes "cat,sofa,wall" --ablate anomaly_resolution,multi_level_fusion
     scclip web --port 7860
+    scclip export --backbone ViT-B/16 --method scclip --out exported/   # then: scclip segment --runtime onnx --model exported/
 
 `python -m scclip ...` is the same command, and the repository's `demo.py` runs it (`demo.py --web`
 is `scclip web`). `segment` writes image | prediction | overlay with a legend to
@@ -81,7 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="with a folder as --image, also segment the images in its subfolders")
     segment.add_argument("--save-mask", action="store_true",
                          help="also write the label PNG (palette) and a JSON of class names and pixel shares")
+    segment.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                         help="torch (default), or onnx: run an exported model folder (--model) with ONNX Runtime")
+    segment.add_argument("--model", type=Path, help="with --runtime onnx: the folder `scclip export` wrote")
     segment.set_defaults(run=run)
+    export = commands.add_parser(
+        "export", help="export a method as ONNX graphs for the torch-free runtime (needs: pip install 'scclip[onnx]')",
+        description="Write DIR/image_encoder.onnx, DIR/text_encoder.onnx, DIR/model.json and the tokenizer's "
+                    "vocabulary, checked against PyTorch (docs/deploy.md).",
+    )
+    export.add_argument("--backbone", default="ViT-B/16", help="CLIP name or checkpoint file (default: ViT-B/16)")
+    export.add_argument("--clip-arch", help="open_clip architecture of an open_clip checkpoint file or tag")
+    export.add_argument("--method", default="scclip",
+                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip")
+    export.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a maths setting, repeatable: e.g. anomaly_detector=norm, slide_crop=0, prob_thd=0.3")
+    export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="graph precision (default: fp32)")
+    export.add_argument("--out", type=Path, required=True, help="the model folder to write")
+    export.set_defaults(run=run_export)
     web = commands.add_parser(
         "web", help="serve the web page: upload a photo and name the classes (needs: pip install 'scclip[web]')",
         description="Serve a page where you upload a photo and name the classes, and its HTTP API.",
@@ -99,7 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     benchmarks.add_argument("--check", nargs="+", metavar="KEY", help="exit 1 naming the first key that is not a benchmark")
     benchmarks.set_defaults(run=run_benchmarks)
+    backbones = commands.add_parser(
+        "backbones", help="list the named open_clip backbones (BACKBONE= of dist_test.sh, eval.py --backbone)",
+        description="List the open_clip backbones known by name; with --resolve, say how a backbone is evaluated.",
+    )
+    backbones.add_argument("--resolve", metavar="BACKBONE",
+                           help="print '<config ending> <work-dir name> <settings>' for BACKBONE (a name, OpenAI "
+                                "name, ARCH:TAG pair or file), e.g. '_vitl14.py metaclip_vitl14_fullcc ViT-L/14': its "
+                                "benchmark configs, runs folder and whose published settings it takes (dist_test.sh)")
+    backbones.add_argument("--clip-arch", help="open_clip architecture of a --resolve file or tag")
+    backbones.set_defaults(run=run_backbones)
     return parser
+
+
+def run_backbones(args: argparse.Namespace) -> int:
+    """The table of named backbones, or for --resolve the benchmark configs' ending, a work-dir name and the
+    published backbone whose settings it takes."""
+    from scclip.backbones import describe_named, parse_backbone
+    from scclip.errors import InputError
+
+    if args.resolve is None:
+        if args.clip_arch is not None:
+            raise InputError("--clip-arch names the architecture of a --resolve file or tag: give --resolve BACKBONE")
+        print("\n".join(describe_named()))
+        return 0
+    backbone = parse_backbone(args.resolve, args.clip_arch)
+    print(f"{backbone.config_suffix}.py {backbone.folder_name} {backbone.settings}")
+    return 0
 
 
 def run_benchmarks(args: argparse.Namespace) -> int:
@@ -211,15 +255,15 @@ def save_outputs(result, target: Path, save_mask: bool) -> list[Path]:
 
 def scclip_options(args: argparse.Namespace) -> dict:
     """SC-CLIP's own settings given on the command line: --ablate switches and --anomaly-detector."""
-    from scclip.calibration import check_anomaly_detector
     from scclip.errors import InputError
+    from scclip.settings import check_value
 
     options: dict = ablated_switches(args.ablate, args.method)
     if args.anomaly_detector is not None:
         if args.method != "scclip":
             raise InputError(f"--anomaly-detector chooses SC-CLIP's anomaly tokens, but --method is {args.method!r}: "
                              "use --method scclip")
-        check_anomaly_detector(args.anomaly_detector)
+        check_value("anomaly_detector", args.anomaly_detector, label=f"--anomaly-detector {args.anomaly_detector!r}")
         options["anomaly_detector"] = args.anomaly_detector
     return options
 
@@ -247,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
     from scclip.api import SAMPLE_CLASSES, SAMPLE_IMAGE, Segmenter, parse_classes, vocabulary_lines
     from scclip.errors import ImageError, InputError, ScclipError, VocabularyError
     from scclip.imageio import read_image, scan_folder, writable_suffixes
-    from scclip.methods import available_methods
+    from scclip.settings import check_value
 
     # Everything cheap is checked before the model loads.
     classes = args.classes
@@ -260,10 +304,8 @@ def run(args: argparse.Namespace) -> int:
     elif args.vocab is None and not parse_classes(args.classes):
         raise VocabularyError(f"--classes {args.classes!r} holds no class name: give names, e.g. {EXAMPLE_CLASSES}")
     lines = vocabulary_lines(classes, args.vocab)
-    if not 0 <= args.prob_thd <= 1:
-        raise InputError(f"--prob-thd {args.prob_thd:g} must lie in [0, 1]: it is compared with class probabilities")
-    if args.method not in available_methods():
-        raise InputError(f"--method {args.method!r} is not a method: choose from {', '.join(available_methods())}")
+    check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
+    check_value("method", args.method)  # unknown: the closest method's name and the list
     method_options = scclip_options(args)
 
     image_path = args.image or SAMPLE_IMAGE
@@ -302,9 +344,14 @@ def run(args: argparse.Namespace) -> int:
             if path.resolve() in inputs:
                 raise InputError(f"--out {args.out} would overwrite the input image {path}: choose another --out")
 
-    segmenter = Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr,
-                          prob_thd=args.prob_thd, slide=not args.no_slide, clip_arch=args.clip_arch,
-                          method=args.method, **method_options)
+    if args.runtime == "onnx":
+        segmenter = onnx_segmenter(args, lines, method_options)
+    elif args.model is not None:
+        raise InputError(f"--model {args.model} is an exported model folder: add --runtime onnx to run it")
+    else:
+        segmenter = Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr,
+                              prob_thd=args.prob_thd, slide=not args.no_slide, clip_arch=args.clip_arch,
+                              method=args.method, **method_options)
     # Folders this run creates for its outputs; those still empty at the end (nothing written) go again.
     new_folders = sorted({folder for target in targets for folder in missing_folders(target)}, reverse=True)
     failures = written = 0
@@ -332,6 +379,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {written} picture{'s' * (written != 1)} to {args.out or DEFAULT_OUT_DIR}")
     if failures:
         raise ScclipError(f"{failures} of {len(images)} images could not be segmented (see above): fix or remove them")
+    return 0
+
+
+def onnx_segmenter(args: argparse.Namespace, lines: list[str], method_options: dict):
+    """`segment --runtime onnx`: the exported model's own method and settings; the maths options are refused."""
+    from scclip.errors import InputError
+    from scclip.runtime import OnnxSegmenter
+
+    if args.model is None:
+        raise InputError("--runtime onnx needs --model DIR, a folder written by scclip export")
+    if method_options or args.method != "scclip" or args.clip_arch or args.backbone != "ViT-B/16":
+        raise InputError(f"--runtime onnx runs the method and backbone exported to {args.model}: drop --backbone, "
+                         "--method, --ablate and --anomaly-detector (export another model to change them)")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else None
+    return OnnxSegmenter(args.model, classes=lines, providers=providers, pamr=True if args.pamr else None,
+                         prob_thd=args.prob_thd or None, slide=False if args.no_slide else None)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`scclip export`: write the model folder and say where, with the largest difference from PyTorch."""
+    from scclip.export import export_model, parse_setting
+
+    settings = dict(parse_setting(text) for text in args.setting)
+    record = export_model(args.backbone, args.out, method=args.method, settings=settings,
+                          precision=args.precision, clip_arch=args.clip_arch)
+    parity = record["parity"]
+    print(f"exported {record['method']} ({record['precision']}) to {args.out}: image features within "
+          f"{parity['image_features_max_difference']:.1e}, text features within "
+          f"{parity['text_features_max_difference']:.1e} of PyTorch")
     return 0
 
 

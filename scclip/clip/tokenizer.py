@@ -1,170 +1,46 @@
-"""CLIP's byte-level BPE tokenizer.
+"""CLIP's byte-level BPE tokenizer for the torch path: `tokenize(texts)` → a LongTensor of token ids.
 
-Gives the ids OpenAI's CLIP text tower was trained on: the text is repaired (ftfy), HTML
-entities are decoded, white space is collapsed and everything is lower-cased; words are split
-with CLIP's pattern, mapped byte by byte onto printable characters and merged with the
-49,152-merge vocabulary shipped next to this file.
+The tokenizer itself lives in `scclip.bpe` (torch-free, shared with the ONNX runtime); this
+module reads the vocabulary shipped next to it and wraps the ids in a tensor.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
-import html
-from importlib import resources
+from pathlib import Path
 
-import ftfy
-import regex
 import torch
 
-from scclip.errors import InputError
-
-VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
-NUM_MERGES = 49152 - 256 - 2
-START_OF_TEXT = "<|startoftext|>"
-END_OF_TEXT = "<|endoftext|>"
-SOT_ID = 49406
-EOT_ID = 49407
-CONTEXT_LENGTH = 77
-
-_WORD_PATTERN = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
+from scclip.bpe import (  # noqa: F401  (re-exported: the tokenizer's public names)
+    CONTEXT_LENGTH,
+    END_OF_TEXT,
+    EOT_ID,
+    NUM_MERGES,
+    SOT_ID,
+    START_OF_TEXT,
+    VOCAB_FILE,
+    SimpleTokenizer,
+    bytes_to_unicode,
+    clean_text,
+    read_merges,
+    token_rows,
 )
-_WHITESPACE = regex.compile(r"\s+")
 
-
-@functools.lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """Map every byte to a printable character, so BPE never sees white space or control bytes.
-
-    Printable Latin-1 bytes map to themselves; the other 68 go to code points from 256 on.
-    """
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    mapping = {byte: chr(byte) for byte in printable}
-    extra = 0
-    for byte in range(256):
-        if byte not in mapping:
-            mapping[byte] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
-def clean_text(text: str) -> str:
-    """Repair mojibake, decode (doubly) escaped HTML entities, collapse white space, lower-case."""
-    text = ftfy.fix_text(text)
-    text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
-
-
-class SimpleTokenizer:
-    """Byte-level BPE with CLIP's vocabulary; caches the merge result of every word it sees."""
-
-    def __init__(self, merges: list[tuple[str, str]]) -> None:
-        self.byte_encoder = bytes_to_unicode()
-        symbols = list(self.byte_encoder.values())
-        vocab = symbols + [symbol + "</w>" for symbol in symbols]
-        vocab += ["".join(pair) for pair in merges]
-        vocab += [START_OF_TEXT, END_OF_TEXT]
-        self.encoder = {token: index for index, token in enumerate(vocab)}
-        self.decoder = dict(enumerate(vocab))
-        self.byte_decoder = {char: byte for byte, char in self.byte_encoder.items()}
-        self.bpe_ranks = {pair: rank for rank, pair in enumerate(merges)}
-        self._cache = {START_OF_TEXT: START_OF_TEXT, END_OF_TEXT: END_OF_TEXT}
-
-    @property
-    def sot_id(self) -> int:
-        return self.encoder[START_OF_TEXT]
-
-    @property
-    def eot_id(self) -> int:
-        return self.encoder[END_OF_TEXT]
-
-    def bpe(self, word: str) -> str:
-        """Merge the characters of one (byte-encoded) word; returns its tokens joined by spaces."""
-        cached = self._cache.get(word)
-        if cached is not None:
-            return cached
-        parts = list(word[:-1]) + [word[-1] + "</w>"]
-        while len(parts) > 1:
-            ranked = [(self.bpe_ranks.get(pair, NUM_MERGES), pair) for pair in zip(parts, parts[1:])]
-            rank, (first, second) = min(ranked, key=lambda item: item[0])
-            if rank == NUM_MERGES:
-                break
-            merged: list[str] = []
-            index = 0
-            while index < len(parts):
-                if index + 1 < len(parts) and parts[index] == first and parts[index + 1] == second:
-                    merged.append(first + second)
-                    index += 2
-                else:
-                    merged.append(parts[index])
-                    index += 1
-            parts = merged
-        result = " ".join(parts)
-        self._cache[word] = result
-        return result
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`, without start/end markers."""
-        ids: list[int] = []
-        for word in _WORD_PATTERN.findall(clean_text(text)):
-            encoded = "".join(self.byte_encoder[byte] for byte in word.encode("utf-8"))
-            ids.extend(self.encoder[token] for token in self.bpe(encoded).split(" "))
-        return ids
-
-    def decode(self, ids: list[int]) -> str:
-        """Text of `ids` (lower-cased and cleaned, as it was encoded); word ends become spaces."""
-        text = "".join(self.decoder[index] for index in ids)
-        data = bytearray(self.byte_decoder[char] for char in text)
-        return data.decode("utf-8", errors="replace").replace("</w>", " ")
-
-
-def _read_merges() -> list[tuple[str, str]]:
-    source = resources.files("scclip.clip").joinpath(VOCAB_FILE)
-    with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as lines:
-        text = lines.read()
-    # The first line is a version header; only the first NUM_MERGES merges are used.
-    rows = text.split("\n")[1 : NUM_MERGES + 1]
-    return [tuple(row.split()) for row in rows]
+VOCAB_PATH = Path(__file__).parent / VOCAB_FILE
 
 
 @functools.lru_cache(maxsize=1)
 def get_tokenizer() -> SimpleTokenizer:
     """The shared tokenizer; the vocabulary file is read on first use, not at import."""
-    return SimpleTokenizer(_read_merges())
-
-
-def _shorten(text: str, limit: int = 60) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return SimpleTokenizer(read_merges(VOCAB_PATH))
 
 
 def tokenize(
     texts: str | list[str], context_length: int = CONTEXT_LENGTH, truncate: bool = False
 ) -> torch.Tensor:
-    """Token ids of `texts` as a LongTensor N×context_length, zero padded.
-
-    Each row is `<|startoftext|>`, the text's tokens, `<|endoftext|>`. A text that does not fit
-    raises InputError unless `truncate` is set; then its first context_length−1 tokens are kept
-    and the last position holds `<|endoftext|>`.
-    """
+    """Token ids of `texts` as a LongTensor N×context_length, zero padded (see `scclip.bpe.token_rows`)."""
     if isinstance(texts, str):
         texts = [texts]
-    tokenizer = get_tokenizer()
-    result = torch.zeros(len(texts), context_length, dtype=torch.long)
-    for row, text in enumerate(texts):
-        ids = [tokenizer.sot_id, *tokenizer.encode(text), tokenizer.eot_id]
-        if len(ids) > context_length:
-            if not truncate:
-                raise InputError(
-                    f"text is {len(ids)} tokens, longer than the context of {context_length}: "
-                    f"{_shorten(text)!r} (shorten it or pass truncate=True)"
-                )
-            ids = ids[:context_length]
-            ids[-1] = tokenizer.eot_id
-        result[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return result
+    return torch.tensor(token_rows(get_tokenizer(), texts, context_length, truncate), dtype=torch.long).view(
+        len(texts), context_length
+    )

@@ -1,0 +1,197 @@
+"""`OnnxSegmenter`: `scclip.api.Segmenter` on an exported model folder, with ONNX Runtime and numpy only."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from ..bpe import token_rows, tokenizer_from_file
+from ..errors import InputError
+from ..imageio import ImageSource, read_image
+from ..result import SegmentationResult
+from ..windows import patch_padding, sliding_windows
+from . import numerics
+from .folder import ModelFolder
+from .fullsize import FullSize
+from .vocabulary import read_classes
+
+PAMR_STEPS = 10  # scclip.api: PAMR's steps when `pamr=True`
+DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole images
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+class OnnxSegmenter:
+    """Open-vocabulary segmentation of single images with an exported model (`scclip export`), without torch.
+
+    The same pipeline as `Segmenter`: keep-ratio resize, CLIP normalisation, the method's dense features
+    (ONNX), window logits, full-size post-processing in bounded memory; it returns the same
+    `SegmentationResult`. Everything the maths needs comes from the folder's model.json; the
+    folder is refused in one line when a file is missing or altered.
+
+    Args:
+        model: the exported model folder.
+        classes: class names, each 'name' or 'name, synonym, ...', or one string 'cat,dog|puppy,sky'.
+        vocab: a vocabulary file or a shipped benchmark's name; combined with `classes`.
+        providers: ONNX Runtime execution providers, best first (default: CPU); e.g.
+            ['CUDAExecutionProvider', 'CPUExecutionProvider'] on a GPU build of onnxruntime.
+        pamr: None keeps the exported setting; True refines with PAMR (10 steps unless the export set some).
+        prob_thd: None keeps the exported setting.
+        slide: None keeps the exported windows; True uses them (224 when the export ran whole images);
+            False encodes the whole image at once (the graph takes any size).
+        crop_batch_size: windows per image-encoder call; text_batch_size: prompts per text-encoder call.
+        threads: ONNX Runtime's threads per graph (None: its default, one per physical core).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        classes: Sequence[str] | str | None = None,
+        vocab: str | os.PathLike | None = None,
+        providers: Sequence[str] | None = None,
+        pamr: bool | None = None,
+        prob_thd: float | None = None,
+        slide: bool | None = None,
+        crop_batch_size: int = 16,
+        text_batch_size: int = 256,
+        threads: int | None = None,
+    ) -> None:
+        self.folder = ModelFolder.open(model)
+        meta = self.folder.meta
+        settings = meta["settings"]
+        self.vocabulary = read_classes(classes, vocab)
+        if prob_thd is not None and not 0 <= prob_thd <= 1:
+            raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
+        if crop_batch_size < 1 or text_batch_size < 1:
+            raise InputError(f"crop_batch_size={crop_batch_size} and text_batch_size={text_batch_size} must be at least 1")
+        self.method = meta["method"]
+        self.patch_size = int(meta["patch_size"])
+        self.scale = tuple(meta["resize_scale"])
+        self.mean = meta["normalisation"]["mean"]
+        self.std = meta["normalisation"]["std"]
+        self.logit_scale = float(settings["logit_scale"])
+        self.prob_thd = float(settings["prob_thd"] if prob_thd is None else prob_thd)
+        self.area_thd = settings["area_thd"]
+        self.pamr_steps = int(settings["pamr_steps"] if pamr is None else (settings["pamr_steps"] or PAMR_STEPS) * pamr)
+        self.pamr_stride = tuple(settings["pamr_stride"])
+        exported_crop = int(settings["slide_crop"])
+        self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULT_CROP) * bool(slide)
+        self.slide_stride = int(settings["slide_stride"])
+        self.pad_to_patch = bool(settings["pad_to_patch"])
+        self.renormalise = bool(meta.get("renormalise_scores", False))
+        self.resize_through_input = bool(meta.get("resize_through_input", False))
+        self.crop_batch_size = crop_batch_size
+        self.text_batch_size = text_batch_size
+        self.providers = list(providers or DEFAULT_PROVIDERS)
+        self.threads = threads
+        self.image_session = self._session(meta["graphs"]["image"]["file"])
+        self.text_session = self._session(meta["graphs"]["text"]["file"])
+        self.query_features = self.encode_queries(self.vocabulary.queries)
+        self.query_to_class = np.asarray(self.vocabulary.query_to_class, dtype=np.int64)
+        self.class_names = self.vocabulary.class_names
+        from ..visualize import palette
+
+        self.colours = palette(self.num_classes)
+
+    def _session(self, name: str) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        try:
+            return ort.InferenceSession(str(self.folder.file(name)), options, providers=self.providers)
+        except ValueError as error:  # an unknown provider name
+            raise InputError(f"providers={self.providers}: {' '.join(str(error).split())[:200]}") from None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocabulary.classes)
+
+    def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Q×D query features: per name, the normalised mean of its normalised prompt embeddings (`encode_queries`)."""
+        meta = self.folder.meta
+        templates = meta["prompt_templates"]
+        tokenizer = tokenizer_from_file(str(self.folder.file(meta["tokenizer"]["vocabulary"])))
+        prompts = [template.format(query) for query in queries for template in templates]
+        tokens = np.asarray(token_rows(tokenizer, prompts, int(meta["tokenizer"]["context_length"])), dtype=np.int64)
+        # By length, each batch cut after its last end-of-text token: with the causal mask exact, and a
+        # quarter of the work for short prompts (as `scclip.text.encode_queries` batches them).
+        ends = tokens.argmax(axis=1)
+        order = np.argsort(ends, kind="stable")
+        features = np.empty((len(prompts), int(meta["embed_dim"])), dtype=np.float32)
+        for start in range(0, len(prompts), self.text_batch_size):
+            index = order[start : start + self.text_batch_size]
+            length = int(ends[index].max()) + 1
+            features[index] = self.text_session.run(None, {"tokens": tokens[index, :length]})[0]
+        features = numerics.l2_normalise(features).reshape(len(queries), len(templates), -1)
+        return numerics.l2_normalise(features.mean(axis=1, dtype=np.float32))
+
+    def dense_features(self, crops: np.ndarray) -> np.ndarray:
+        """B×N×D L2-normalised dense features of B×3×H×W normalised crops (`SCCLIPForSegmentation.dense_features`)."""
+        crops = np.ascontiguousarray(crops, dtype=np.float32)
+        if crops.ndim != 4 or crops.shape[1] != 3:
+            raise InputError(f"crops must be a B×3×H×W array of normalised RGB images, got {crops.shape}")
+        if min(crops.shape[-2:]) < self.patch_size:
+            raise InputError(f"crops of size {crops.shape[-2:]} are smaller than one {self.patch_size}×{self.patch_size} patch")
+        return self.image_session.run(["features"], {"images": crops})[0]
+
+    def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False) -> np.ndarray:
+        """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size` and `pad`)."""
+        height, width = crops.shape[-2:]
+        left, right, top, bottom = patch_padding(height, width, self.patch_size) if pad else (0, 0, 0, 0)
+        if left or right or top or bottom:
+            crops = np.pad(crops, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        grid = (crops.shape[-2] // self.patch_size, crops.shape[-1] // self.patch_size)
+        features = self.dense_features(crops)
+        logits = (features @ self.query_features.T).transpose(0, 2, 1).reshape(crops.shape[0], -1, *grid)
+        if size == "grid":
+            return logits
+        logits = numerics.resize(logits, tuple(crops.shape[-2:]) if pad else tuple(size or crops.shape[-2:]))
+        if pad:
+            logits = logits[..., top : top + height, left : left + width]
+            if size is not None and tuple(size) != (height, width):
+                logits = numerics.resize(logits, tuple(size))
+        return logits
+
+    def sliding_logits(self, image: np.ndarray) -> np.ndarray:
+        """Q×H×W logits of a 3×H×W image averaged over its windows (`_sliding_logits`), windows batched by shape."""
+        height, width = image.shape[-2:]
+        sums = np.zeros((len(self.query_features), height, width), dtype=np.float32)
+        counts = np.zeros((1, height, width), dtype=np.float32)
+        by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = defaultdict(list)
+        for window in sliding_windows(height, width, self.slide_crop, self.slide_stride):
+            y1, y2, x1, x2 = window
+            by_shape[(y2 - y1, x2 - x1)].append(window)
+        for windows in by_shape.values():
+            for start in range(0, len(windows), self.crop_batch_size):
+                chunk = windows[start : start + self.crop_batch_size]
+                crops = np.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
+                for (y1, y2, x1, x2), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
+                    sums[:, y1:y2, x1:x2] += logits
+                    counts[:, y1:y2, x1:x2] += 1
+        return sums / counts
+
+    def coarse_logits(self, image: np.ndarray) -> np.ndarray:
+        """Q×h×w query logits of a 3×H×W normalised image before the final resize (`coarse_logits`)."""
+        if self.slide_crop > 0:
+            return self.sliding_logits(image)
+        return self.crop_logits(image[None], size=None if self.resize_through_input else "grid")[0]
+
+    def prediction(self, image: ImageSource) -> tuple[np.ndarray, FullSize]:
+        """The image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when asked)."""
+        rgb = read_image(image)
+        resized = numerics.resize_for_inference(rgb, self.scale, min_side=self.patch_size)
+        normalised = numerics.normalise(resized, self.mean, self.std)
+        logits = self.coarse_logits(normalised)
+        return rgb, FullSize(
+            logits, rgb.shape[:2], self.query_to_class, self.num_classes, self.logit_scale, self.prob_thd,
+            self.area_thd, self.pamr_steps, self.pamr_stride, self.renormalise, image=normalised,
+        )
+
+    def __call__(self, image: ImageSource) -> SegmentationResult:
+        """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
+        rgb, prediction = self.prediction(image)
+        return SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(self.class_names),
+                                  colours=self.colours, scores=prediction.scores)
