@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from mmengine.logging import MMLogger
 
+from .backbones import checkpoint_and_arch
 from .benchmarks import benchmark_of_vocabulary, vocabulary_file
 from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
-from .clip.openclip import split_backbone
 from .clip.pretrained import MODEL_URLS
 from .clip.tokenizer import CONTEXT_LENGTH, get_tokenizer
 from .errors import CheckpointError, InputError, VocabularyError
@@ -175,22 +175,16 @@ def load_backbone(
     device: str | torch.device | None = None,
     clip_arch: str | None = None,
     download_root: str | os.PathLike | None = None,
-) -> tuple[int, CLIP | None]:
-    """Depth of the image tower, and the loaded CLIP when it had to be read to know it.
-
-    Public names come from the architecture table (the segmentor downloads them); a checkpoint
-    file or an open_clip backbone (`clip_arch` given) is loaded here once and handed on, so it is
-    not read twice.
-    """
+) -> CLIP | None:
+    """The CLIP of a checkpoint file or an open_clip backbone, loaded once here and handed on to the
+    segmentor; None for a public OpenAI name, which the segmentor downloads itself."""
     if clip_arch is not None:
-        model, _ = load(backbone, device=device, download_root=download_root, arch=clip_arch)
-        return len(model.visual.transformer.resblocks), model
+        return load(backbone, device=device, download_root=download_root, arch=clip_arch)[0]
     if isinstance(backbone, str) and backbone in ARCHITECTURES:
-        return ARCHITECTURES[backbone]["vision_layers"], None
+        return None
     if isinstance(backbone, str) and backbone in MODEL_URLS:
         raise CheckpointError(f"{backbone} is a ResNet CLIP; SC-CLIP needs a ViT: use ViT-B/16 or ViT-L/14")
-    model, _ = load(backbone, device=device)
-    return len(model.visual.transformer.resblocks), model
+    return load(backbone, device=device)[0]
 
 
 def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_SCALE, min_side: int = 1) -> np.ndarray:
@@ -258,12 +252,10 @@ class Segmenter:
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
-        backbone, clip_arch = split_backbone(backbone, clip_arch)
+        backbone, clip_arch = checkpoint_and_arch(backbone, clip_arch)
         clip_model = options.pop("clip_model", None)  # `backbone` already loaded: several segmenters share it
         if clip_model is None:
-            self.depth, clip_model = load_backbone(backbone, device, clip_arch, options.get("download_root"))
-        else:
-            self.depth = len(clip_model.visual.transformer.resblocks)
+            clip_model = load_backbone(backbone, device, clip_arch, options.get("download_root"))
         self.scale = scale
         arguments = dict(prob_thd=prob_thd, slide_crop=224 if slide else 0, pamr_steps=PAMR_STEPS if pamr else 0)
         arguments.update(options)

@@ -151,6 +151,17 @@ def _unknown(text: str) -> InputError:
     )
 
 
+def checkpoint_and_arch(text: str | os.PathLike, clip_arch: str | None = None) -> tuple[str, str | None]:
+    """(checkpoint, open_clip architecture) to load a backbone as users write it: a name of the table
+    becomes its tag and architecture, open_clip's `ARCH:TAG` pair is split, anything else stays."""
+    if clip_arch is None and str(text) in NAMED_BACKBONES:
+        named = NAMED_BACKBONES[str(text)]
+        return named.tag, named.arch
+    from .clip.openclip import split_backbone
+
+    return split_backbone(text, clip_arch)
+
+
 def parse_backbone(text: str | os.PathLike, clip_arch: str | None = None) -> Backbone:
     """A backbone as users write it (see the module docstring), checked; open_clip is imported only for its forms.
 

@@ -397,7 +397,7 @@ def export_model(
     """
     from .api import INFERENCE_SCALE
     from .clip import load
-    from .clip.openclip import split_backbone
+    from .backbones import checkpoint_and_arch
     from .segmentor import SCCLIPForSegmentation
     from .text import load_templates
 
@@ -407,7 +407,7 @@ def export_model(
     _prepare_folder(out)
     settings = dict(settings or {})
     started = time.perf_counter()
-    backbone, clip_arch = split_backbone(backbone, clip_arch)
+    backbone, clip_arch = checkpoint_and_arch(backbone, clip_arch)
     if clip_model is None:
         options = dict(device="cpu", download_root=download_root)
         if clip_arch is not None:

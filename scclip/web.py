@@ -44,7 +44,7 @@ from PIL import Image
 from .api import SAMPLE_CLASSES, SAMPLE_IMAGE, SegmentationResult, Segmenter, parse_classes, vocabulary_lines
 from .benchmarks import BENCHMARKS
 from .clip import load
-from .clip.openclip import split_backbone
+from .backbones import checkpoint_and_arch
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .methods import available_methods
@@ -198,7 +198,7 @@ class SegmenterPool:
         encode_budget: int | None = None,
         **options: Any,
     ) -> None:
-        backbone, clip_arch = split_backbone(backbone, options.pop("clip_arch", None))
+        backbone, clip_arch = checkpoint_and_arch(backbone, options.pop("clip_arch", None))
         if clip_arch is not None:
             options["clip_arch"] = clip_arch
         self.backbone = backbone

@@ -266,10 +266,12 @@ def test_saving_needs_usable_names(quick_segmenter, astronaut, tmp_path):
     assert list(tmp_path.iterdir()) == []  # nothing written, no temporary file left
     png, report = result.save_mask(tmp_path / "m")
     assert (png.name, report.name) == ("m.png", "m.json")
+
+
 def test_published_settings_follow_depth(tiny_l14_checkpoint_path, tiny_checkpoint_path):
-    assert load_backbone("ViT-B/16") == (12, None) and load_backbone("ViT-L/14@336px") == (24, None)
-    assert load_backbone(tiny_checkpoint_path, "cpu")[0] == 12
-    assert load_backbone(tiny_l14_checkpoint_path, "cpu")[0] == 24
+    assert load_backbone("ViT-B/16") is None and load_backbone("ViT-L/14@336px") is None  # the segmentor downloads
+    assert len(load_backbone(tiny_checkpoint_path, "cpu").visual.transformer.resblocks) == 12
+    assert len(load_backbone(tiny_l14_checkpoint_path, "cpu").visual.transformer.resblocks) == 24
     l14 = Segmenter(tiny_l14_checkpoint_path, classes="a,b", device="cpu")
     config = l14.segmentor.encoder.config
     assert (config.pre_adjust_idx, config.post_adjust_idx, config.multi_start_idx, config.multi_end_idx,
@@ -283,7 +285,8 @@ def test_scaled_depth_end_to_end(tmp_path):
     model = random_clip("ViT-B/16", seed=2, vision_layers=4, vision_width=64, transformer_width=64,
                         transformer_heads=1, transformer_layers=1, embed_dim=32)
     shallow = Segmenter(save_checkpoint(model, tmp_path / "four_blocks.pt"), classes="a,b", device="cpu")
-    assert shallow.depth == 4 and shallow.segmentor.encoder.config.pre_adjust_idx == 2  # round(8 · 4/12)
+    assert len(shallow.segmentor.encoder.visual.transformer.resblocks) == 4
+    assert shallow.segmentor.encoder.config.pre_adjust_idx == 2  # round(8 · 4/12)
     assert shallow(np.zeros((40, 30, 3), np.uint8)).labels.shape == (40, 30)
 
 
@@ -326,7 +329,7 @@ def test_cuda_without_cuda(tiny_checkpoint_path):
 
 def test_torchscript_checkpoint(tiny_jit_checkpoint_path, quick_segmenter, astronaut):
     jit = Segmenter(tiny_jit_checkpoint_path, classes=CLASSES, device="cpu", scale=quick_segmenter.scale)
-    assert jit.depth == 12
+    assert len(jit.segmentor.encoder.visual.transformer.resblocks) == 12
     assert np.allclose(jit(astronaut).scores, quick_segmenter(astronaut).scores, atol=1e-5)
 
 

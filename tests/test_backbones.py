@@ -217,3 +217,13 @@ def test_dist_test_picks_the_configs_by_the_backbone(backbone, config, option):
     (run, _) = eval_commands(dist_test(BACKBONE=backbone, DATASETS="voc21"))
     assert run[run.index("--config") + 1:run.index("--work-dir")] == [config, *option]
 
+
+
+def test_loading_takes_table_names_and_open_clip_pairs():
+    from scclip.backbones import NAMED_BACKBONES, checkpoint_and_arch
+
+    for name, named in NAMED_BACKBONES.items():
+        assert checkpoint_and_arch(name) == (named.tag, named.arch)
+    assert checkpoint_and_arch("ViT-B-16:laion2b_s34b_b88k") == ("laion2b_s34b_b88k", "ViT-B-16")
+    assert checkpoint_and_arch("ViT-B/16") == ("ViT-B/16", None)
+    assert checkpoint_and_arch("weights.pt", "ViT-L-14") == ("weights.pt", "ViT-L-14")
