@@ -7,156 +7,38 @@ block (`scclip.fullres`) so that memory does not grow with classes × megapixels
 """
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import mmcv
 import numpy as np
 import torch
-from mmengine.logging import MMLogger
 
 from .backbones import checkpoint_and_arch
-from .benchmarks import benchmark_of_vocabulary, vocabulary_file
+from .benchmarks import benchmark_of_vocabulary
 from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.pretrained import MODEL_URLS
-from .clip.tokenizer import CONTEXT_LENGTH, get_tokenizer
-from .errors import CheckpointError, InputError, VocabularyError
+from .errors import CheckpointError, InputError
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
 from .settings import check_settings
-from .text import SYNONYM_SEPARATOR, Vocabulary, load_templates
+from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-free, shared with scclip.runtime)
+    SAMPLE_CLASSES,
+    SAMPLE_IMAGE,
+    SYNONYM_MARK,
+    check_class_string,
+    check_names_given_once,
+    check_prompt_lengths,
+    parse_classes,
+    vocabulary_lines,
+)
 from .visualize import palette
-
-SAMPLE_IMAGE = Path(__file__).parent / "assets" / "astronaut.jpg"
-SAMPLE_CLASSES = ("wall, background", "astronaut, woman", "space suit", "helmet", "flag", "space shuttle, rocket")
 
 # The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
 # long side would pass 2048; small images are enlarged.
 INFERENCE_SCALE = (2048, 336)
 PAMR_STEPS = 10
-SYNONYM_MARK = "|"
-
-# Characters people use to separate classes; a single class holding one looks like a mistake.
-OTHER_SEPARATORS = (";", "/", "|", "\t", "\n")
-
-
-def parse_classes(text: str) -> list[str]:
-    """'cat,dog|puppy,sky' → vocabulary lines ['cat', 'dog, puppy', 'sky'] ('|' joins synonyms)."""
-    lines = []
-    for item in text.split(","):
-        names = [name.strip() for name in item.split(SYNONYM_MARK) if name.strip()]
-        if names:
-            lines.append(", ".join(names))
-    return lines
-
-
-def check_class_string(text: str) -> None:
-    """Refuse a --classes string that gives one class but looks like a list with another separator.
-
-    One class takes every pixel, so 'cat;dog' or 'cat|dog' (synonyms of one class) is surely a mistake.
-    """
-    lines = parse_classes(text)
-    if len(lines) != 1:
-        return
-    used = [mark for mark in OTHER_SEPARATORS if mark in text]
-    if used:
-        shown = "'|' (it joins synonyms of one class)" if used == ["|"] else repr(used[0])
-        example = ",".join(part.strip() for part in text.replace("|", ",").replace(used[0], ",").split(",") if part.strip())
-        raise VocabularyError(
-            f"classes {text!r} give a single class (one class takes every pixel): separate classes with ',' "
-            f"not {shown}, e.g. {example!r}"
-        )
-
-
-def vocabulary_lines(classes: Sequence[str] | str | None = None, vocab: str | os.PathLike | None = None) -> list[str]:
-    """Vocabulary lines from a vocabulary file and/or classes (file lines first), checked.
-
-    Args:
-        classes: class names, each 'name' or 'name, synonym, ...'; or one string 'cat,dog,sky'
-            (see `parse_classes`).
-        vocab: a vocabulary file in the benchmarks' format (one class per line, synonyms after ', '),
-            or a benchmark's name ('voc21', 'ade20k', ...: its shipped vocabulary).
-    Raises:
-        VocabularyError: no class at all, a malformed or repeated class (names compare
-            case-insensitively), a given name that is also a name of another class, a name too
-            long for CLIP's text context, or a class string that yields one class with another
-            separator.
-    """
-    lines: list[str] = []
-    if vocab is not None:
-        lines += [", ".join(names) for names in Vocabulary.from_file(vocabulary_file(vocab)).classes]
-    from_file = len(lines)
-    if isinstance(classes, str):
-        check_class_string(classes)
-        lines += parse_classes(classes)
-    elif classes is not None:
-        lines += [str(line) for line in classes]
-    if not any(line.strip() for line in lines):
-        raise VocabularyError("no class names given: list some, e.g. 'cat,dog,sky', or give a vocabulary file")
-    check_names_given_once(lines, from_file, vocab)
-    vocabulary = Vocabulary.from_lines(lines, source="the classes", unit="class")
-    check_prompt_lengths(vocabulary.queries)
-    return lines
-
-
-def check_names_given_once(lines: Sequence[str], from_file: int, vocab: str | os.PathLike | None = None) -> None:
-    """Refuse a name of a given class (every line after the first `from_file`, which come from the
-    vocabulary file `vocab`) that is also a name of another class (names compare case-insensitively).
-
-    Two classes sharing a name split its pixels by ties, which nobody typing classes means; a
-    vocabulary file alone may do it (the published COCO-Object one does; it is only warned about).
-    Malformed and wholly repeated lines are left to `Vocabulary.from_lines`, which names them.
-    """
-    classes = [tuple(name.strip() for name in line.split(SYNONYM_SEPARATOR)) for line in lines]
-    owner: dict[str, int] = {}
-    typed: set[tuple[str, ...]] = set()
-    for index, names in enumerate(classes):
-        folded_names = tuple(name.casefold() for name in names)
-        if not all(names) or folded_names in typed:
-            continue
-        if index >= from_file:
-            typed.add(folded_names)
-        for name in names:
-            folded = name.casefold()
-            first = owner.setdefault(folded, index)
-            if first == index or index < from_file:
-                continue
-            if first < from_file:
-                raise VocabularyError(
-                    f"class name {name!r} is already in vocabulary file {vocab} (line {first + 1}: "
-                    f"{', '.join(classes[first])!r}): give each name once, e.g. drop it from the classes"
-                )
-            raise VocabularyError(
-                f"class name {name!r} is given in two classes ({', '.join(classes[first])!r} and "
-                f"{', '.join(names)!r}): give each name once"
-            )
-
-
-# Tokens a prompt template may add around a name before the exact count is worth taking.
-_PROMPT_LENGTH_MARGIN = 8
-
-
-def check_prompt_lengths(names: Sequence[str], context_length: int = CONTEXT_LENGTH) -> None:
-    """Refuse a class name whose longest prompt does not fit CLIP's text context, before any model
-    loads (the tokenizer is pure Python); otherwise it would be found only while encoding the text.
-    """
-    tokenizer = get_tokenizer()
-    templates = load_templates()
-    # <|startoftext|> and <|endoftext|>, plus the template's own words ('x' stands for the name).
-    added = 2 + max(len(tokenizer.encode(template.replace("{}", "x"))) - 1 for template in templates)
-    for name in names:
-        if len(tokenizer.encode(name)) + added + _PROMPT_LENGTH_MARGIN <= context_length:
-            continue
-        length, template = max((len(tokenizer.encode(template.format(name))) + 2, template) for template in templates)
-        if length > context_length:
-            shown = name if len(name) <= 60 else name[:57] + "..."
-            raise VocabularyError(
-                f"class name {shown!r} is {length - context_length} tokens too long: in the prompt {template!r} "
-                f"it takes {length} tokens, CLIP reads {context_length}: shorten it by at least "
-                f"{length - context_length} tokens (a short word is one token)"
-            )
 
 
 def display_names(lines: Sequence[str]) -> list[str]:

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels (default: 4096)")
     web.add_argument("--max-classes", type=int, default=256, help="most classes per request (default: 256)")
     web.add_argument("--max-file-mb", type=int, default=50, help="largest upload, in megabytes (default: 50)")
+    web.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                     help="torch (default), or onnx: serve an exported model folder (--model) with ONNX Runtime, "
+                          "without PyTorch")
+    web.add_argument("--model", type=Path, help="with --runtime onnx: the folder `scclip export` wrote")
     web.set_defaults(run=run_web)
     benchmarks = commands.add_parser(
         "benchmarks", help="list the benchmark keys in the paper's order (for scripts such as dist_test.sh)",
@@ -412,13 +416,26 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_web(args: argparse.Namespace) -> int:
-    """Serve the web demo (scclip/web.py) until interrupted."""
+    """Serve the web demo (scclip/web.py) until interrupted; with --runtime onnx, an exported model without torch."""
+    from scclip.errors import InputError
     from scclip.web import Limits, require_gradio, serve
 
+    if args.runtime == "onnx":
+        if args.model is None:
+            raise InputError("--runtime onnx needs --model DIR, a folder written by scclip export")
+        if args.method != "scclip" or args.clip_arch or args.backbone != "ViT-B/16":
+            raise InputError(f"--runtime onnx serves the method and backbone exported to {args.model}: drop "
+                             "--backbone, --clip-arch and --method (export another model to change them)")
+    elif args.model is not None:
+        raise InputError(f"--model {args.model} is an exported model folder: add --runtime onnx to serve it")
     require_gradio()  # before the model loads: without Gradio, say what to install
     limits = Limits(max_side=args.max_side, max_classes=args.max_classes, max_file_mb=args.max_file_mb)
-    serve(args.backbone, host=args.host, port=args.port, device=args.device, method=args.method, pamr=args.pamr,
-          prob_thd=args.prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch)
+    if args.runtime == "onnx":
+        serve(None, host=args.host, port=args.port, device=args.device, pamr=args.pamr, prob_thd=args.prob_thd,
+              slide=not args.no_slide, limits=limits, model=args.model)
+    else:
+        serve(args.backbone, host=args.host, port=args.port, device=args.device, method=args.method, pamr=args.pamr,
+              prob_thd=args.prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch)
     return 0
 
 

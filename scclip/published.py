@@ -12,7 +12,6 @@ it (the configs of configs/vanilla_sclip/ and configs/vanilla_clearclip/ declare
 """
 import argparse
 import json
-import os
 import sys
 from functools import cache
 from importlib import resources

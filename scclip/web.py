@@ -13,6 +13,10 @@ through the page (a path that points anywhere else is refused with one message, 
 exists). Uploads and results live in one private temporary folder that is pruned while serving and
 removed on exit. Gradio's usage analytics are off and nothing else is fetched from the internet.
 
+`scclip web --runtime onnx --model DIR` serves the same page over an exported model folder with the
+torch-free runtime (`OnnxSegmenterPool`, `scclip.runtime.OnnxSegmenter`): same limits, checks and
+answers; the method is the export's. This module imports nothing torch-side until a torch pool is made.
+
 The same event is the HTTP API `segment`:
 
     from gradio_client import Client, handle_file
@@ -37,19 +41,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .api import SAMPLE_CLASSES, SAMPLE_IMAGE, SegmentationResult, Segmenter, parse_classes, vocabulary_lines
 from .benchmarks import BENCHMARKS
-from .clip import load
-from .backbones import checkpoint_and_arch
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
-from .methods import available_methods
+from .result import SegmentationResult
 from .settings import DEFAULTS, MODEL_SETTINGS, Setting, check_value
-from .text import SYNONYM_SEPARATOR
+from .vocabulary import SAMPLE_CLASSES, SAMPLE_IMAGE, SYNONYM_SEPARATOR, parse_classes, vocabulary_lines
+
+if TYPE_CHECKING:  # the torch side is imported only by the pool that runs it
+    from .api import Segmenter
+    from .runtime import OnnxSegmenter
 
 INSTALL_HINT = 'pip install -e ".[web]"'
 GRADIO_MAJOR = 6
@@ -198,6 +203,9 @@ class SegmenterPool:
         encode_budget: int | None = None,
         **options: Any,
     ) -> None:
+        from .backbones import checkpoint_and_arch
+        from .clip import load
+
         backbone, clip_arch = checkpoint_and_arch(backbone, options.pop("clip_arch", None))
         if clip_arch is not None:
             options["clip_arch"] = clip_arch
@@ -206,10 +214,14 @@ class SegmenterPool:
         self.method = method
         self.slide = slide
         self.options = options
+        self.clip_model, _ = load(backbone, device=device, download_root=options.get("download_root"), arch=clip_arch)
+        self._start_lanes(capacity, encode_budget)
+
+    def _start_lanes(self, capacity: int, encode_budget: int | None) -> None:
+        """The kept segmenters and the two lanes' bookkeeping (shared by both runtimes' pools)."""
         self.capacity = capacity
         self.encode_budget = encode_budget
-        self.clip_model, _ = load(backbone, device=device, download_root=options.get("download_root"), arch=clip_arch)
-        self._segmenters: OrderedDict[tuple, Segmenter] = OrderedDict()
+        self._segmenters: OrderedDict[tuple, Any] = OrderedDict()
         self._lock = threading.Lock()  # guards the fields below; never held while text is encoded
         self._encoding = threading.Lock()  # held while a new vocabulary's segmenter is built
         self._encode_queue = 0  # names of the vocabularies encoding or waiting to
@@ -224,7 +236,7 @@ class SegmenterPool:
         pamr: bool = False,
         prob_thd: float = 0.0,
         on_wait: Callable[[], None] | None = None,
-    ) -> Segmenter:
+    ) -> Segmenter | OnnxSegmenter:
         """The segmenter for these vocabulary lines and settings, built (text encoded) on first use.
 
         `on_wait` is called when this request must wait for another vocabulary's encoding.
@@ -237,7 +249,7 @@ class SegmenterPool:
             segmenter = self._kept(key)
             if segmenter is not None:
                 return segmenter
-            cheap = key[1] in self._stored
+            cheap = self._ready(key[1])
             names = name_count(key[1])
             if not cheap:
                 budget = self.encode_budget
@@ -257,27 +269,96 @@ class SegmenterPool:
             with self._lock:
                 self._encode_queue -= names
 
-    def _kept(self, key: tuple) -> Segmenter | None:
+    def _kept(self, key: tuple) -> Segmenter | OnnxSegmenter | None:
         """The kept segmenter of `key`, marked most recently used (call with the lock held)."""
         segmenter = self._segmenters.get(key)
         if segmenter is not None:
             self._segmenters.move_to_end(key)
         return segmenter
 
+    def _ready(self, lines: tuple[str, ...]) -> bool:
+        """Whether a segmenter of `lines` builds without encoding text (call with the lock held)."""
+        return lines in self._stored
+
+    def _keep(self, key: tuple, segmenter: Segmenter | OnnxSegmenter, stored: bool) -> None:
+        """Keep a new segmenter, the most recently used; `stored`: its text features are in the disk cache."""
+        with self._lock:
+            self.builds += 1
+            self._segmenters[key] = segmenter
+            if stored:
+                self._stored.add(key[1])
+            while len(self._segmenters) > self.capacity:
+                self._segmenters.popitem(last=False)
+
     def _build(self, key: tuple) -> Segmenter:
+        from .api import Segmenter
+
         method, lines, pamr, prob_thd = key
         extra = dict(self.options)
         if method is not None:
             extra["method"] = method
         segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,
                               prob_thd=prob_thd, slide=self.slide, clip_model=self.clip_model, **extra)
+        self._keep(key, segmenter, stored=extra.get("text_cache", True))
+        return segmenter
+
+
+class OnnxSegmenterPool(SegmenterPool):
+    """`SegmenterPool` over an exported model folder (`scclip export`), run by `scclip.runtime` without torch.
+
+    The folder is checked and its two graphs loaded once; every segmenter shares those sessions, and
+    one kept for the same classes (another PAMR or threshold) lends its text features, so only a new
+    vocabulary encodes text, in the encoding lane, with the same budget. The method and the maths
+    settings are the export's; a request's PAMR and threshold override the exported ones.
+
+    Args:
+        model: the exported model folder.
+        providers: ONNX Runtime execution providers, best first (None: CPU).
+        slide: None keeps the exported windows; False encodes the whole image at once.
+        capacity, encode_budget: as for `SegmenterPool`.
+        threads: ONNX Runtime's threads per graph (None: its default).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        providers: Sequence[str] | None = None,
+        slide: bool | None = None,
+        capacity: int = 8,
+        encode_budget: int | None = None,
+        threads: int | None = None,
+    ) -> None:
+        from .runtime import OnnxSegmenter
+
+        # The sample classes (what `serve` asks for first) load the model; their features are reused.
+        self.model = OnnxSegmenter(model, classes=list(SAMPLE_CLASSES), providers=providers, slide=slide,
+                                   threads=threads)
+        self.backbone = Path(model)
+        self.device = None
+        self.method = self.model.method
+        self.slide = slide
+        self.options = {}
+        self._start_lanes(capacity, encode_budget)
+
+    def _ready(self, lines: tuple[str, ...]) -> bool:
+        # A lender pushed out before the build makes that one request encode outside the lane: correct, rare.
+        return lines == SAMPLE_CLASSES or any(key[1] == lines for key in self._segmenters)
+
+    def _lender(self, lines: tuple[str, ...]) -> OnnxSegmenter:
+        """The kept segmenter of `lines` (its text features and sessions), else the model's own."""
+        lenders = [segmenter for key, segmenter in self._segmenters.items() if key[1] == lines]
+        return lenders[-1] if lenders else self.model
+
+    def _build(self, key: tuple) -> OnnxSegmenter:
+        from .runtime import OnnxSegmenter
+
+        method, lines, pamr, prob_thd = key
+        if method != self.method:
+            raise InputError(f"method {method!r}: the exported model {self.backbone} runs {self.method} only")
         with self._lock:
-            self.builds += 1
-            self._segmenters[key] = segmenter
-            if extra.get("text_cache", True):
-                self._stored.add(lines)
-            while len(self._segmenters) > self.capacity:
-                self._segmenters.popitem(last=False)
+            lender = self._lender(lines)
+        segmenter = OnnxSegmenter(lender, classes=list(lines), pamr=pamr, prob_thd=prob_thd, slide=self.slide)
+        self._keep(key, segmenter, stored=False)
         return segmenter
 
 
@@ -599,7 +680,7 @@ class WebDemo:
 
 
 def serve(
-    backbone: str | os.PathLike,
+    backbone: str | os.PathLike | None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     device: str | None = None,
@@ -608,20 +689,39 @@ def serve(
     prob_thd: float = 0.0,
     slide: bool = True,
     limits: Limits = Limits(),
+    model: str | os.PathLike | None = None,
     **options: Any,
 ) -> None:
     """Load the model, serve the page at host:port until interrupted (Ctrl+C or SIGTERM), then clean up.
 
     The address is checked before the model loads (minutes for a large one): a bad or busy port is
-    one InputError at once.
+    one InputError at once. With `model` (a folder `scclip export` wrote) the page runs it with the
+    torch-free runtime (`OnnxSegmenterPool`): its method and maths settings are the export's, so
+    `backbone`, `method` and `options` must be left out; `pamr` and a non-zero `prob_thd` set the page's
+    initial values (else the exported ones) and `device='cuda'` asks ONNX Runtime for CUDA.
     """
     require_gradio()
     started = time.perf_counter()
     check_address(host, port)
-    methods = available_methods()
-    check_value("method", method or DEFAULT_METHOD)  # both before the model loads
-    check_value("prob_thd", prob_thd)
-    pool = SegmenterPool(backbone, device=device, method=method, slide=slide, encode_budget=limits.max_names, **options)
+    check_value("prob_thd", prob_thd)  # before the model loads
+    if model is None:
+        from .methods import available_methods
+
+        methods = available_methods()
+        check_value("method", method or DEFAULT_METHOD)
+        pool = SegmenterPool(backbone, device=device, method=method, slide=slide, encode_budget=limits.max_names,
+                             **options)
+    else:
+        if backbone is not None or method is not None or options:
+            given = ", ".join([*(["backbone"] if backbone is not None else []), *(["method"] if method else []), *options])
+            raise InputError(f"the exported model {model} fixes the method and its settings: leave out {given} "
+                             "(export another model to change them)")
+        methods = []
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
+        pool = OnnxSegmenterPool(model, providers=providers, slide=None if slide else False,
+                                 encode_budget=limits.max_names)
+        pamr = pamr or pool.model.pamr_steps > 0
+        prob_thd = prob_thd or pool.model.prob_thd
     pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)
     on_main_thread = threading.current_thread() is threading.main_thread()

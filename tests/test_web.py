@@ -29,19 +29,23 @@ from skimage import data as sample_data
 from scclip.api import SAMPLE_IMAGE, display_names
 from scclip.benchmarks import BENCHMARKS
 from scclip.errors import InputError, ScclipError
+from scclip.vocabulary import SAMPLE_CLASSES, Vocabulary
 from scclip.web import (
     ENCODER_BUSY,
     NO_VOCABULARY,
     NOT_UPLOADED,
     Limits,
+    OnnxSegmenterPool,
     ResultFolder,
     SegmenterPool,
     WebDemo,
     benchmark_vocabularies,
     check_address,
     request_lines,
+    serve,
     uploaded_path,
 )
+from test_onnx import assert_labels_equal_outside_ties, tiny_export  # noqa: F401  (tiny_export: a fixture)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 180
@@ -263,14 +267,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class Server:
-    """`python demo.py --web` in its own process, with its output collected line by line."""
+# `python -c` prelude that makes torch and the OpenMMLab stack uninstallable, then runs demo.py with the arguments.
+WITHOUT_TORCH = (
+    "import importlib.abc, runpy, sys\n"
+    "BLOCKED = ('torch', 'torchvision', 'mmcv', 'mmengine', 'mmseg', 'cv2')\n"
+    "class Block(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in BLOCKED:\n"
+    "            raise ModuleNotFoundError(f'{name} is blocked by the test')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.argv[0] = 'demo.py'\n"
+    "runpy.run_path('demo.py', run_name='__main__')\n"
+)
 
-    def __init__(self, checkpoint: Path, log: Path) -> None:
+
+class Server:
+    """`python demo.py --web` in its own process, with its output collected line by line.
+
+    `model_arguments` choose the model (`--backbone CKPT`, or `--runtime onnx --model DIR`); with
+    `without_torch`, torch cannot be imported in that process.
+    """
+
+    def __init__(self, model_arguments: list[str], log: Path, without_torch: bool = False) -> None:
         self.port = free_port()
-        command = [sys.executable, str(REPO_ROOT / "demo.py"), "--web", "--backbone", str(checkpoint),
-                   "--device", "cpu", "--port", str(self.port), "--max-side", str(MAX_SIDE),
-                   "--max-classes", str(MAX_CLASSES)]
+        script = ["-c", WITHOUT_TORCH] if without_torch else [str(REPO_ROOT / "demo.py")]
+        command = [sys.executable, *script, "--web", *model_arguments, "--device", "cpu", "--port", str(self.port),
+                   "--max-side", str(MAX_SIDE), "--max-classes", str(MAX_CLASSES)]
         self.log = log
         self.process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -315,7 +337,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint_path, tmp_path_factory):
-    app = Server(tiny_checkpoint_path, tmp_path_factory.mktemp("web") / "server.log")
+    app = Server(["--backbone", str(tiny_checkpoint_path)], tmp_path_factory.mktemp("web") / "server.log")
     yield app
     code = app.stop()
     assert code == 0, "".join(app.output)
@@ -611,3 +633,112 @@ def test_browser_uploads_a_photo_segments_it_and_downloads_the_labels(server, tm
             shutil.copyfile(screenshot, REPO_ROOT / "docs" / "web.png")
     finally:
         driver.quit()
+
+
+# ---------------------------------------------------------------- the page on the torch-free runtime (--runtime onnx)
+
+
+def test_onnx_pool_shares_one_model_and_encodes_a_vocabulary_once(tiny_export, monkeypatch):
+    from scclip.runtime import OnnxSegmenter
+
+    folder, record = tiny_export
+    direct = OnnxSegmenter(folder, classes="cat,dog|puppy")
+    encoded = []
+    encode = OnnxSegmenter.encode_queries
+
+    def counting_encode(self, queries):
+        encoded.append(list(queries))
+        return encode(self, queries)
+
+    monkeypatch.setattr(OnnxSegmenter, "encode_queries", counting_encode)
+    pool = OnnxSegmenterPool(folder, capacity=2)
+    assert pool.method == record["method"] and encoded == [Vocabulary.from_lines(SAMPLE_CLASSES).queries]
+    assert pool.get(list(SAMPLE_CLASSES)).query_features is pool.model.query_features  # the model's own classes
+    first = pool.get(["cat", "dog, puppy"])
+    assert pool.get(["cat", "dog, puppy"]) is first
+    refined = pool.get(["cat", "dog, puppy"], pamr=True, prob_thd=0.2)  # the same classes lend their text features
+    assert encoded[1:] == [["cat", "dog", "puppy"]]
+    assert refined.pamr_steps > 0 and first.pamr_steps == 0 and (refined.prob_thd, first.prob_thd) == (0.2, 0.0)
+    # Every segmenter runs on the one loaded model.
+    assert first.image_session is refined.image_session is pool.model.image_session
+    assert first.text_session is pool.model.text_session
+    image = np.kron(np.random.default_rng(3).integers(0, 256, (6, 9, 3)), np.ones((24, 24, 1))).astype(np.uint8)
+    assert np.array_equal(first(image).labels, direct(image).labels)
+    pool.get(["tree"])
+    pool.get(["sky"])
+    pool.get(["cat", "dog, puppy"])  # both of its segmenters pushed out (capacity 2): encoded again
+    assert pool.builds == 6 and encoded[1:] == [["cat", "dog", "puppy"], ["tree"], ["sky"], ["cat", "dog", "puppy"]]
+    with pytest.raises(InputError, match="method 'naclip': the exported model .* runs scclip only"):
+        pool.get(["cat"], method="naclip")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--runtime", "onnx"], "--runtime onnx needs --model DIR, a folder written by scclip export"),
+        (["--runtime", "onnx", "--model", "m", "--method", "naclip"],
+         "--runtime onnx serves the method and backbone exported to m: drop --backbone, --clip-arch and --method"),
+        (["--runtime", "onnx", "--model", "m", "--backbone", "ViT-L/14"], "--runtime onnx serves the method and"),
+        (["--model", "m"], "--model m is an exported model folder: add --runtime onnx to serve it"),
+    ],
+)
+def test_web_runtime_onnx_refuses_what_the_export_fixes_in_one_line(arguments, message, capsys):
+    assert demo.main(["--web", *arguments]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {message}")
+
+
+def test_web_runtime_onnx_refuses_a_missing_folder_and_torch_options(tmp_path, capsys, tiny_export):
+    missing = tmp_path / "never_exported"
+    assert demo.main(["--web", "--runtime", "onnx", "--model", str(missing), "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: model folder not found: {missing}")
+    with pytest.raises(InputError, match="fixes the method and its settings: leave out backbone, logit_scale"):
+        serve("ViT-B/16", port=free_port(), model=tiny_export[0], logit_scale=50.0)
+
+
+@pytest.mark.slow
+def test_onnx_page_answers_like_the_runtime_and_refuses_raw_paths_without_torch(
+        tiny_export, photos, tmp_path, monkeypatch):
+    """`demo.py --web --runtime onnx --model DIR` in a process where torch cannot be imported: a request
+    through gradio_client gets the picture and the labels `OnnxSegmenter` gives directly; the page's
+    limits and its refusal of paths that were not uploaded are those of the torch page."""
+    from gradio_client import Client, handle_file
+    from gradio_client.client import Endpoint
+    from gradio_client.exceptions import AppError
+
+    from scclip.runtime import OnnxSegmenter
+
+    folder, _ = tiny_export
+    app = Server(["--runtime", "onnx", "--model", str(folder)], tmp_path / "server.log", without_torch=True)
+    try:
+        client = Client(app.url, verbose=False)
+        photo = photos["chelsea"]
+        answer = client.predict(handle_file(photo), "cat, wall, floor|ground", api_name="/segment")
+        check_answer(answer, photo, ["cat", "wall", "floor"])
+        png = next(path for path in answer[1] if path.endswith(".png"))
+        _, prediction = OnnxSegmenter(folder, classes="cat, wall, floor|ground").prediction(photo)
+        assert_labels_equal_outside_ties(np.asarray(Image.open(png)), prediction.labels(), prediction.scores())
+
+        with pytest.raises(AppError, match=re.escape(f"this request has {MAX_CLASSES + 1} classes, more than this "
+                                                     f"demo's limit of {MAX_CLASSES}")):
+            client.predict(handle_file(photo), ",".join(f"class {i}" for i in range(MAX_CLASSES + 1)),
+                           api_name="/segment")
+        with pytest.raises(AppError, match=re.escape("unknown method 'naclip': use one of scclip")):
+            client.predict(handle_file(photo), "cat", NO_VOCABULARY, "naclip", api_name="/segment")
+
+        secret = tmp_path / "secret.png"
+        Image.new("RGB", (64, 48), "red").save(secret)
+        monkeypatch.setattr(Endpoint, "_upload_file", lambda self, payload, data_index: payload)
+        raw = Client(app.url, verbose=False)
+        answers = []
+        for path in (secret, tmp_path / "missing.png"):
+            with pytest.raises(AppError) as error:
+                raw.predict({"path": str(path)}, "cat, wall", api_name="/segment")
+            answers.append(str(error.value).replace(str(path), "PATH"))
+        assert answers[0] == answers[1] and NOT_UPLOADED in answers[0]
+        assert not list(app.temp_root.rglob("secret_mask*"))
+    finally:
+        code = app.stop()
+    assert code == 0, "".join(app.output)
+    assert not app.temp_root.exists()

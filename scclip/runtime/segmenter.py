@@ -12,11 +12,11 @@ from ..bpe import token_rows, tokenizer_from_file
 from ..errors import InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
+from ..vocabulary import Vocabulary, vocabulary_lines
 from ..windows import patch_padding, sliding_windows
 from . import numerics
 from .folder import ModelFolder
 from .fullsize import FullSize
-from .vocabulary import read_classes
 
 PAMR_STEPS = 10  # scclip.api: PAMR's steps when `pamr=True`
 DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole images
@@ -32,7 +32,9 @@ class OnnxSegmenter:
     folder is refused in one line when a file is missing or altered.
 
     Args:
-        model: the exported model folder.
+        model: the exported model folder; or an `OnnxSegmenter` whose checked folder and ONNX sessions
+            this one shares (its providers and threads too), as the web page builds one per vocabulary
+            on one loaded model; its text features are reused when the classes are the same.
         classes: class names, each 'name' or 'name, synonym, ...', or one string 'cat,dog|puppy,sky'.
         vocab: a vocabulary file or a shipped benchmark's name; combined with `classes`.
         providers: ONNX Runtime execution providers, best first (default: CPU); e.g.
@@ -47,7 +49,7 @@ class OnnxSegmenter:
 
     def __init__(
         self,
-        model: str | os.PathLike,
+        model: str | os.PathLike | OnnxSegmenter,
         classes: Sequence[str] | str | None = None,
         vocab: str | os.PathLike | None = None,
         providers: Sequence[str] | None = None,
@@ -58,10 +60,13 @@ class OnnxSegmenter:
         text_batch_size: int = 256,
         threads: int | None = None,
     ) -> None:
-        self.folder = ModelFolder.open(model)
+        shared = model if isinstance(model, OnnxSegmenter) else None
+        self.folder = shared.folder if shared is not None else ModelFolder.open(model)
         meta = self.folder.meta
         settings = meta["settings"]
-        self.vocabulary = read_classes(classes, vocab)
+        context_length = int(meta["tokenizer"]["context_length"])
+        lines = vocabulary_lines(classes, vocab, meta["prompt_templates"], context_length)
+        self.vocabulary = Vocabulary.from_lines(lines, source="the classes", unit="class")
         if prob_thd is not None and not 0 <= prob_thd <= 1:
             raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
         if crop_batch_size < 1 or text_batch_size < 1:
@@ -84,11 +89,18 @@ class OnnxSegmenter:
         self.resize_through_input = bool(meta.get("resize_through_input", False))
         self.crop_batch_size = crop_batch_size
         self.text_batch_size = text_batch_size
-        self.providers = list(providers or DEFAULT_PROVIDERS)
-        self.threads = threads
-        self.image_session = self._session(meta["graphs"]["image"]["file"])
-        self.text_session = self._session(meta["graphs"]["text"]["file"])
-        self.query_features = self.encode_queries(self.vocabulary.queries)
+        if shared is not None:
+            self.providers, self.threads = shared.providers, shared.threads
+            self.image_session, self.text_session = shared.image_session, shared.text_session
+        else:
+            self.providers = list(providers or DEFAULT_PROVIDERS)
+            self.threads = threads
+            self.image_session = self._session(meta["graphs"]["image"]["file"])
+            self.text_session = self._session(meta["graphs"]["text"]["file"])
+        if shared is not None and shared.vocabulary == self.vocabulary:
+            self.query_features = shared.query_features
+        else:
+            self.query_features = self.encode_queries(self.vocabulary.queries)
         self.query_to_class = np.asarray(self.vocabulary.query_to_class, dtype=np.int64)
         self.class_names = self.vocabulary.class_names
         from ..visualize import palette
