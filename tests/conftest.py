@@ -1,4 +1,12 @@
-"""Shared fixtures: tiny random CLIP checkpoints in OpenAI's formats, and the golden data folder."""
+"""Shared fixtures: tiny random CLIP checkpoints in OpenAI's formats, and the golden data folder; and
+how the suite spreads over the cores.
+
+torch, mmengine and scclip are imported in `pytest_configure` and in the fixtures, not here: under
+pytest-xdist the controlling process only hands out tests, and importing them there (~5 s) would
+delay every worker's start.
+"""
+from __future__ import annotations
+
 import atexit
 import logging
 import lzma
@@ -7,12 +15,12 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from mmengine.logging import MMLogger
 
-from scclip.clip.architectures import random_clip, save_checkpoint
+if TYPE_CHECKING:
+    import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,10 +28,58 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_TEXT = dict(transformer_width=64, transformer_heads=1, transformer_layers=2, embed_dim=32)
 TINY_B16 = dict(vision_width=64, **TINY_TEXT)
 TINY_L14 = dict(vision_width=64, **TINY_TEXT)
+# Workers when the whole suite runs on every core: each holds its own torch and models in memory.
+MAX_WORKERS = 8
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """`python -m pytest` without paths (the whole suite, or a `-m` selection of it) runs on every core
+    with pytest-xdist when it is installed. Each worker starts with a contiguous share of the tests (so a
+    module's models are mostly built once) and an idle one takes over the rest of a busy one's share
+    (`--dist worksteal`: the best balance of those measured). Named files or tests run in this process
+    as before; `-n N` or `--dist` always decide, and `-n 0` or `-p no:xdist` runs everything here."""
+    if (not config.pluginmanager.hasplugin("xdist") or hasattr(config, "workerinput")
+            or config.option.numprocesses is not None or config.args_source != pytest.Config.ArgsSource.TESTPATHS):
+        return
+    config.option.numprocesses = "auto"
+    if config.option.dist == "no":
+        config.option.dist = "worksteal"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """One worker per usable core, at most MAX_WORKERS; $PYTEST_XDIST_AUTO_NUM_WORKERS, when set, decides."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return None
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+               MAX_WORKERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end runs that take more than a few seconds")
+    if hasattr(config, "workerinput"):
+        one_thread_per_worker()
+    if not hands_out_tests_only(config):
+        # Before any test module is imported: scclip.compat lets mmseg import on mmcv-lite, and several
+        # modules import mmcv.ops or mmseg before scclip.
+        import scclip  # noqa: F401
+
+
+def hands_out_tests_only(config: pytest.Config) -> bool:
+    """Whether this is pytest-xdist's controlling process, which collects and runs nothing itself."""
+    return (config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput")
+            and config.getoption("dist") != "no" and not config.getoption("collectonly"))
+
+
+def one_thread_per_worker() -> None:
+    """Each xdist worker has a core of its own: one torch thread, here and in the scripts the tests start
+    (torchrun, eval.py, demo.py); more threads than cores only spin and wait for each other."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class CurrentStdout:
@@ -40,6 +96,8 @@ class CurrentStdout:
 def loggers_follow_capture():
     """mmengine's console handlers keep the stream they were made with, which the capture of an
     earlier test has closed since; point them at the current stdout before every test."""
+    from mmengine.logging import MMLogger
+
     for logger in list(MMLogger._instance_dict.values()):
         for handler in logger.handlers:
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
@@ -108,6 +166,8 @@ def golden_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_b16_model():
     """A randomly initialised CLIP with ViT-B/16's depth and patch size, width 64."""
+    from scclip.clip.architectures import random_clip
+
     return random_clip("ViT-B/16", seed=0, **TINY_B16)
 
 
@@ -120,17 +180,23 @@ def tiny_state_dict(tiny_b16_model) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint_path(tmp_path_factory, tiny_b16_model) -> Path:
     """ViT-B/16-shaped tiny checkpoint saved as a plain fp16 state dict."""
+    from scclip.clip.architectures import save_checkpoint
+
     return save_checkpoint(tiny_b16_model, tmp_path_factory.mktemp("ckpt") / "tiny_b16.pt")
 
 
 @pytest.fixture(scope="session")
 def tiny_jit_checkpoint_path(tmp_path_factory, tiny_b16_model) -> Path:
     """The same weights saved as a TorchScript archive, like OpenAI's release files."""
+    from scclip.clip.architectures import save_checkpoint
+
     return save_checkpoint(tiny_b16_model, tmp_path_factory.mktemp("ckpt") / "tiny_b16_jit.pt", torchscript=True)
 
 
 @pytest.fixture(scope="session")
 def tiny_l14_checkpoint_path(tmp_path_factory) -> Path:
     """ViT-L/14-shaped (24 blocks, patch 14) tiny checkpoint, plain fp16 state dict."""
+    from scclip.clip.architectures import random_clip, save_checkpoint
+
     model = random_clip("ViT-L/14", seed=1, **TINY_L14)
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny_l14.pt")

@@ -40,6 +40,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
     return result
 
 
+@pytest.mark.slow  # a new interpreter importing scclip and mmseg (~5 s); every test here imports them on mmcv-lite
 @pytest.mark.skipif(HAS_COMPILED_MMCV, reason="full mmcv is installed; the mmcv-lite case cannot be run here")
 def test_import_scclip_makes_mmseg_importable_on_mmcv_lite():
     result = run_python(
@@ -60,6 +61,7 @@ def test_import_scclip_makes_mmseg_importable_on_mmcv_lite():
     assert "MultiScaleDeformableAttention" not in result.stderr
 
 
+@pytest.mark.slow  # a new interpreter importing scclip and mmseg on a stand-in for full mmcv (~5 s)
 def test_full_mmcv_is_left_alone():
     result = run_python(
         FAKE_COMPILED_MMCV

@@ -92,7 +92,7 @@ def test_pamr_tiles_equal_pamr_on_the_whole_image():
 
 @pytest.mark.slow
 def test_a_12_megapixel_photo_with_171_classes_stays_in_bounded_memory(tmp_path):
-    """benchmarks/memory.py in its own process: peak RSS (ru_maxrss) after segmenting, saving the
+    """benchmarks/memory.py in its own process: peak RSS (VmHWM) after segmenting, saving the
     picture and the mask, against the RSS with the model built. Whole-size scores would take 8 GB."""
     report = tmp_path / "memory.json"
     environment = dict(os.environ, SCCLIP_CACHE_DIR=str(tmp_path / "cache"))

@@ -248,6 +248,7 @@ def test_config_builds_its_method(config, tiny_checkpoint_path, tiny_l14_checkpo
     assert (model.class_names[0] == "background") == release_vocabulary
 
 
+@pytest.mark.slow  # three runs of dist_test.sh, each importing scclip in new processes (~25 s)
 def test_dist_test_names_the_methods_and_refuses_missing_configs():
     def run(**env: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "dist_test.sh"], env=dict(os.environ, GPUS="1", PYTHON=sys.executable, **env), check=False,
