@@ -32,7 +32,7 @@ import mmcv
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from mmengine.dist import barrier, broadcast_object_list, get_dist_info, init_dist, is_main_process
+from mmengine.dist import barrier, get_dist_info, init_dist, is_main_process
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
@@ -56,7 +56,7 @@ from scclip.evaluation.metrics import format_table, metrics_from_store, stored_r
 from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
-from scclip.locking import FolderLock
+from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import check_settings
 from scclip.visualize import comparison, palette
 
@@ -460,24 +460,9 @@ def check_data_command(cfg: Config) -> int:
 
 
 def hold_run_folder(run: RunFolder, force: bool) -> FolderLock:
-    """Take the run folder's lock (rank 0, for the whole job); every rank raises the same line when it is held.
-
-    Raises:
-        InputError: another live run holds the folder (its pid and host named), or it cannot be created.
-    """
-    lock = FolderLock(run.path)
-    refusal: list[str | None] = [None]
-    if is_main_process():
-        advice = ("--force cannot start it over while that run writes to it: wait for it to end or stop it" if force
-                  else "wait for it to end, or give another --work-dir")
-        try:
-            lock.acquire(advice)
-        except ScclipError as error:
-            refusal[0] = str(error)
-    broadcast_object_list(refusal)
-    if refusal[0] is not None:
-        raise InputError(refusal[0])
-    return lock
+    """Take the run folder's lock for the whole job (scclip.locking.hold_for_job)."""
+    return hold_for_job(run.path, "--force cannot start it over while that run writes to it: wait for it to end or "
+                        "stop it" if force else "wait for it to end, or give another --work-dir")
 
 
 def stored_count(run: RunFolder) -> int | None:

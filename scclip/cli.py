@@ -442,16 +442,9 @@ def run_web(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; returns the exit status (0, or 1 with one 'error: ...' line on stderr)."""
     args = build_parser().parse_args(argv)
-    from scclip.errors import ScclipError
+    from scclip.errors import exit_status
 
-    try:
-        return args.run(args)
-    except ScclipError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: args.run(args))
 
 
 def demo_main(argv: list[str] | None = None) -> int:

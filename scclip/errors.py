@@ -3,6 +3,8 @@
 Every message is one line that names the offending thing (file, value) and the fix, so the
 command-line tools can print it without a traceback.
 """
+import sys
+from collections.abc import Callable
 
 
 class ScclipError(Exception):
@@ -31,3 +33,17 @@ class DatasetError(ScclipError):
 
 class InputError(ScclipError, ValueError):
     """A tensor or argument has the wrong shape, type or value."""
+
+
+def exit_status(command: Callable[[], int]) -> int:
+    """Run a command-line entry point: its exit status, or 1 after one `error: ...` line on stderr for a
+    problem the user can fix (130 after Ctrl-C), never a traceback for those."""
+    try:
+        return command()
+    except ScclipError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+

@@ -137,3 +137,28 @@ class FolderLock:
                 break
             with contextlib.suppress(OSError):  # not empty: something else lives there now
                 parent.rmdir()
+
+
+def hold_for_job(folder: str | os.PathLike, advice: str) -> FolderLock:
+    """`folder`'s lock for a whole job: rank 0 takes it, and every rank raises the same line when it is held.
+
+    Under torchrun the other ranks learn the outcome through a broadcast, so a refusal stops all of
+    them alike; in a single process this is `FolderLock(folder).acquire(advice)`.
+
+    Raises:
+        InputError: another live process holds the folder (its pid and host named), or it cannot be created.
+    """
+    from mmengine.dist import broadcast_object_list, get_dist_info
+
+    lock = FolderLock(folder)
+    refusal: list[str | None] = [None]
+    if get_dist_info()[0] == 0:
+        try:
+            lock.acquire(advice)
+        except InputError as error:
+            refusal[0] = str(error)
+    broadcast_object_list(refusal)
+    if refusal[0] is not None:
+        raise InputError(refusal[0])
+    return lock
+

@@ -121,16 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run predict.py; returns the exit status (0, 1 with one 'error: ...' line, 130/143 when stopped)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from scclip.errors import ScclipError
+    from scclip.errors import exit_status
 
-    try:
-        return run(args, argv)
-    except ScclipError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: run(args, argv))
 
 
 def checked_lines(args: argparse.Namespace) -> list[str]:
@@ -449,25 +442,11 @@ def prepare(args: argparse.Namespace, identity: dict, class_names: list[str], ar
 
 
 def hold_folder(out: Path, force: bool) -> FolderLock:
-    """Take OUT's lock (rank 0, for the whole job); every rank raises the same line when it is held."""
-    from mmengine.dist import broadcast_object_list, get_dist_info
+    """Take OUT's lock for the whole job (scclip.locking.hold_for_job)."""
+    from scclip.locking import hold_for_job
 
-    from scclip.errors import InputError, ScclipError
-    from scclip.locking import FolderLock
-
-    lock = FolderLock(out)
-    refusal: list[str | None] = [None]
-    if get_dist_info()[0] == 0:
-        advice = ("--force cannot start it over while that job writes to it: wait for it to end or stop it" if force
-                  else "wait for it to end, or give another --out")
-        try:
-            lock.acquire(advice)
-        except ScclipError as error:
-            refusal[0] = str(error)
-    broadcast_object_list(refusal)
-    if refusal[0] is not None:
-        raise InputError(refusal[0])
-    return lock
+    return hold_for_job(out, "--force cannot start it over while that job writes to it: wait for it to end or "
+                        "stop it" if force else "wait for it to end, or give another --out")
 
 
 # ---------------------------------------------------------------------------- labelling (every rank)

@@ -7,7 +7,6 @@ problems are reported in one line starting with "error:".
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -59,13 +58,6 @@ def run_segment(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run a command; returns the exit status (0, or 1 with one 'error: ...' line on stderr)."""
     args = build_parser().parse_args(argv)
-    from ..errors import ScclipError
+    from ..errors import exit_status
 
-    try:
-        return run_segment(args)
-    except ScclipError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return exit_status(lambda: run_segment(args))
