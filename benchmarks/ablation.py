@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from scclip.errors import InputError, ScclipError  # noqa: E402
 from scclip.methods import SWITCHES  # noqa: E402
 from scclip.benchmarks import BENCHMARKS  # noqa: E402
-from scclip.published import published_record  # noqa: E402
+from scclip.published import published_benchmarks, published_record  # noqa: E402
 
 BACKBONE_SUFFIXES = {"ViT-B/16": "", "ViT-L/14": "_vitl14"}
 METRICS_FILE = "metrics.json"
@@ -130,7 +130,7 @@ def paper_row(variant: Variant, backbone: str, datasets: list[str]) -> str | Non
         return None
     published = record["miou"]
     cells = [_number(published.get(benchmark), 1) for benchmark in datasets]
-    if set(datasets) == set(BENCHMARKS) and "mean" in published:
+    if set(datasets) == set(published_benchmarks()) and "mean" in published:
         cells.append(_number(published["mean"], 1))
     elif all(benchmark in published for benchmark in datasets):
         cells.append(_number(sum(published[benchmark] for benchmark in datasets) / len(datasets), 1))

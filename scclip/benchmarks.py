@@ -29,6 +29,7 @@ class Benchmark:
         description: what it is, for menus.
         dataset: the mmseg dataset class that reads it.
         images: the size of its full validation split (a run of fewer images is not comparable).
+        menu: its vocabulary's name in the web page's menu.
         config: the config of SC-CLIP's published ViT-B/16 run, relative to the repository root.
     """
 
@@ -37,6 +38,7 @@ class Benchmark:
     description: str
     dataset: str
     images: int
+    menu: str
 
     @property
     def config(self) -> str:
@@ -58,18 +60,18 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {
     benchmark.key: benchmark
     for benchmark in (
-        Benchmark("voc21", "VOC21", "PASCAL VOC 2012 val, 21 classes with background", "PascalVOCDataset", 1449),
+        Benchmark("voc21", "VOC21", "PASCAL VOC 2012 val, 21 classes with background", "PascalVOCDataset", 1449, "PASCAL VOC with background"),
         Benchmark("context60", "Context60", "PASCAL Context val, 60 classes with background",
-                  "PascalContext60Dataset", 5105),
+                  "PascalContext60Dataset", 5105, "PASCAL Context with background"),
         Benchmark("coco_object", "COCO-Object", "COCO-Object val2017, 80 things and background",
-                  "COCOObjectDataset", 5000),
+                  "COCOObjectDataset", 5000, "COCO-Object"),
         Benchmark("voc20", "VOC20", "PASCAL VOC 2012 val, 20 classes (background ignored)",
-                  "PascalVOC20Dataset", 1449),
+                  "PascalVOC20Dataset", 1449, "PASCAL VOC"),
         Benchmark("context59", "Context59", "PASCAL Context val, 59 classes (background ignored)",
-                  "PascalContext59Dataset", 5105),
-        Benchmark("coco_stuff164k", "COCO-Stuff", "COCO-Stuff 164k val2017, 171 classes", "COCOStuffDataset", 5000),
-        Benchmark("city_scapes", "Cityscapes", "Cityscapes val, 19 classes", "CityscapesDataset", 500),
-        Benchmark("ade20k", "ADE20K", "ADE20K val, 150 classes", "ADE20KDataset", 2000),
+                  "PascalContext59Dataset", 5105, "PASCAL Context"),
+        Benchmark("coco_stuff164k", "COCO-Stuff", "COCO-Stuff 164k val2017, 171 classes", "COCOStuffDataset", 5000, "COCO-Stuff"),
+        Benchmark("city_scapes", "Cityscapes", "Cityscapes val, 19 classes", "CityscapesDataset", 500, "Cityscapes"),
+        Benchmark("ade20k", "ADE20K", "ADE20K val, 150 classes", "ADE20KDataset", 2000, "ADE20K"),
     )
 }
 # Benchmarks without a background class (ClearCLIP's README averages these five).

@@ -31,6 +31,11 @@ def _table() -> dict[str, Any]:
     return json.loads(resources.files("scclip").joinpath("data", DATA_FILE).read_text())
 
 
+def published_benchmarks() -> list[str]:
+    """The benchmarks the published means average (the paper's eight), in the paper's order."""
+    return list(_table()["benchmarks"])
+
+
 def published_methods() -> list[str]:
     """The method keys that have published numbers (method names and configs/ folder names)."""
     return list(_table()["methods"])

@@ -61,17 +61,6 @@ GRADIO_MAJOR = 6
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 NO_VOCABULARY = "none: the classes typed above"
-# Shown names of the benchmark vocabularies shipped with the package (scclip.benchmarks).
-VOCABULARY_TITLES = {
-    "voc21": "PASCAL VOC with background",
-    "voc20": "PASCAL VOC",
-    "context60": "PASCAL Context with background",
-    "context59": "PASCAL Context",
-    "coco_object": "COCO-Object",
-    "coco_stuff164k": "COCO-Stuff",
-    "ade20k": "ADE20K",
-    "city_scapes": "Cityscapes",
-}
 # Sample photos: the bundled one, and scikit-image's public-domain photos when it is installed.
 SKIMAGE_SAMPLES = (
     ("chelsea.png", "cat, wall, floor, blanket"),
@@ -148,11 +137,11 @@ def require_gradio() -> Any:
 def benchmark_vocabularies() -> dict[str, Path]:
     """Shown name → file of the benchmark vocabularies shipped with the package (empty when none is)."""
     found = {}
-    for key, title in VOCABULARY_TITLES.items():
-        path = BENCHMARKS[key].vocabulary
+    for benchmark in BENCHMARKS.values():
+        path = benchmark.vocabulary
         if path.is_file():
             count = sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-            found[f"{title} ({count} classes)"] = path
+            found[f"{benchmark.menu} ({count} classes)"] = path
     return found
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..benchmarks import BENCHMARKS
 from ..errors import InputError
-from ..published import published_miou
+from ..published import published_benchmarks, published_miou
 from ..settings import harmless_override
 from .runs import METRICS_FILE
 
@@ -93,9 +93,10 @@ def summary_table(work_dir: str | os.PathLike) -> str:
             checkpoint = f"{run.get('checkpoint')} (sha256 {str(run.get('checkpoint_sha256', ''))[:12]})"
             notes.append(f"- {method} {backbone} {name}: {run.get('config', '?')} in {run['folder']}; "
                          f"checkpoint {checkpoint}; overrides: {overrides}")
-        if set(BENCHMARKS) <= set(comparable_by_benchmark):
-            mean = sum(comparable_by_benchmark[key] for key in BENCHMARKS) / len(BENCHMARKS)
+        averaged = published_benchmarks()  # what the published means cover
+        if set(averaged) <= set(comparable_by_benchmark):
+            mean = sum(comparable_by_benchmark[key] for key in averaged) / len(averaged)
             paper = published.get("mean")
             diff = "—" if paper is None else f"{mean - paper:+.2f}"
-            lines.append(f"| {method} | {backbone} | mean of 8 | {mean:.2f} | {_cell(paper, 1)} | {diff} | | |")
+            lines.append(f"| {method} | {backbone} | mean of {len(averaged)} | {mean:.2f} | {_cell(paper, 1)} | {diff} | | |")
     return "\n".join([*lines, "", "Runs:", *notes])
