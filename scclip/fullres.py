@@ -19,7 +19,6 @@ photo; this module only decides how to cut the blocks and how to stitch them:
 Labels therefore equal the whole-image computation except where two class scores tie to within
 rounding.
 """
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -28,20 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .blocks import BLOCK_BYTES, Span, cover, pamr_chunk
 from .pamr import pixel_affinities, refine
 from .postprocess import PostProcessing, class_areas
-
-# Working memory aimed at per block (the upsampled logits and the softmax's temporaries).
-BLOCK_BYTES = 64 * 2**20
-# Q×(block) float32 maps alive at once while a block is post-processed (logits, softmax, scores).
-MAPS_PER_BLOCK = 4
-# ... and while a channel chunk is refined with PAMR (scores, refined, product, padded copy).
-MAPS_PER_PAMR_CHUNK = 6
-MIN_TILE = 32
-# PAMR tiles get a larger share (their margin is refined too, so small tiles waste work).
-PAMR_TILE_FACTOR = 4
-
-Span = tuple[int, int]
 
 
 def source_positions(in_size: int, out_size: int, span: Span, device: torch.device) -> tuple[Tensor, ...]:
@@ -67,10 +55,6 @@ def resize_block(maps: Tensor, size: tuple[int, int], rows: Span, cols: Span) ->
     across = source.index_select(2, col1).mul_(col_w1).addcmul_(source.index_select(2, col0), col_w0)
     # Same arithmetic as F.interpolate's kernel: first × w0 fused into second × w1.
     return across.index_select(1, at1).mul_(row_w1[:, None]).addcmul_(across.index_select(1, at0), row_w0[:, None])
-
-
-def spans(length: int, step: int) -> list[Span]:
-    return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
 @dataclass
@@ -103,17 +87,7 @@ class FullSizePrediction:
 
     def blocks(self) -> Iterator[tuple[Span, Span]]:
         """(rows, cols) of blocks that cover the image: full-width strips, or square tiles with PAMR."""
-        height, width = self.size
-        per_pixel = self.logits.shape[0] * 4 * MAPS_PER_BLOCK
-        pixels = max(1, self.block_bytes // per_pixel)
-        if self.post.pamr_steps > 0:
-            side = max(MIN_TILE, math.isqrt(PAMR_TILE_FACTOR * pixels))
-            for rows in spans(height, side):
-                for cols in spans(width, side):
-                    yield rows, cols
-        else:
-            for rows in spans(height, max(1, pixels // width)):
-                yield rows, (0, width)
+        return cover(self.size, self.logits.shape[0], tiles=self.post.pamr_steps > 0, block_bytes=self.block_bytes)
 
     def full_size_image(self) -> Tensor:
         """1×3×H×W the inference input at full size, resized whole as the benchmark path resizes it.
@@ -138,7 +112,7 @@ class FullSizePrediction:
         inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
                   slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
         region = (around_rows[1] - around_rows[0]) * (around_cols[1] - around_cols[0])
-        chunk = max(1, self.block_bytes // (region * 4 * MAPS_PER_PAMR_CHUNK))
+        chunk = pamr_chunk(region, self.block_bytes)
         refined = []
         for start in range(0, self.logits.shape[0], chunk):
             scores = resize_block(self.logits[start : start + chunk], self.size, around_rows, around_cols)[None]

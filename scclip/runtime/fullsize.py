@@ -6,26 +6,13 @@ post-processing (`scclip.runtime.numerics`), so memory follows the block, not th
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..blocks import BLOCK_BYTES, Span, cover, pamr_chunk
 from . import numerics
-
-# The budgets of scclip.fullres (kept equal so both paths cut the same blocks).
-BLOCK_BYTES = 64 * 2**20
-MAPS_PER_BLOCK = 4
-MAPS_PER_PAMR_CHUNK = 6
-MIN_TILE = 32
-PAMR_TILE_FACTOR = 4
-
-Span = tuple[int, int]
-
-
-def spans(length: int, step: int) -> list[Span]:
-    return [(start, min(start + step, length)) for start in range(0, length, step)]
 
 
 @dataclass
@@ -52,16 +39,7 @@ class FullSize:
 
     def blocks(self) -> Iterator[tuple[Span, Span]]:
         """`FullSizePrediction.blocks`: full-width strips, or square tiles with PAMR."""
-        height, width = self.size
-        pixels = max(1, self.block_bytes // (self.logits.shape[0] * 4 * MAPS_PER_BLOCK))
-        if self.pamr_steps > 0:
-            side = max(MIN_TILE, math.isqrt(PAMR_TILE_FACTOR * pixels))
-            for rows in spans(height, side):
-                for cols in spans(width, side):
-                    yield rows, cols
-        else:
-            for rows in spans(height, max(1, pixels // width)):
-                yield rows, (0, width)
+        return cover(self.size, self.logits.shape[0], tiles=self.pamr_steps > 0, block_bytes=self.block_bytes)
 
     def query_block(self, rows: Span, cols: Span) -> np.ndarray:
         """Q×R×W full-size query logits of one block (refined with PAMR when it is on)."""
@@ -76,7 +54,7 @@ class FullSize:
         inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
                   slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
         region = (around_rows[1] - around_rows[0]) * (around_cols[1] - around_cols[0])
-        chunk = max(1, self.block_bytes // (region * 4 * MAPS_PER_PAMR_CHUNK))
+        chunk = pamr_chunk(region, self.block_bytes)
         refined = []
         for start in range(0, self.logits.shape[0], chunk):
             scores = numerics.resize_block(self.logits[start : start + chunk], self.size, around_rows, around_cols)
