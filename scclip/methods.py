@@ -19,6 +19,7 @@ from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip.model import VisionTransformer
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
+from .resclip import ResCLIPEncoder, resclip_config
 
 SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation", "multi_level_fusion")
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
@@ -48,6 +49,8 @@ class MethodSpec:
         renormalise_scores: stored class scores are divided by their sum over classes (NACLIP).
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
         checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
+        refuses: shared settings the method cannot apply, each with the reason: any value but the
+            setting's default is refused (`scclip.settings.check_settings`).
     """
 
     name: str
@@ -58,6 +61,7 @@ class MethodSpec:
     renormalise_scores: bool = False
     resize_through_input: bool = False
     checks: tuple[Callable[[Mapping[str, Any]], None], ...] = field(default=())
+    refuses: Mapping[str, str] = field(default_factory=dict)
 
 
 def calibration_defaults(depth: int) -> tuple[dict, str]:
@@ -110,6 +114,15 @@ def _scclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> n
     return SCCLIPEncoder(visual, CalibrationConfig(**{name: settings[name] for name in (*CALIBRATION_SETTINGS, *SWITCHES)}))
 
 
+def _resclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> nn.Module:
+    return ResCLIPEncoder(visual, resclip_config(settings))
+
+
+def _check_resclip(settings: Mapping[str, Any]) -> None:
+    if not settings["gaussian_std"] > 0:
+        raise InputError(f"gaussian_std={settings['gaussian_std']} must be positive for ResCLIP (its bias and smoothing)")
+
+
 def _check_naclip(settings: Mapping[str, Any]) -> None:
     if settings["attention"] == "csa" and settings["naclip_arch"] != "vanilla":
         raise InputError("attention='csa' needs naclip_arch='vanilla' (as in NACLIP's release)")
@@ -144,6 +157,17 @@ METHODS: dict[str, MethodSpec] = {
             "NACLIP (Hajimiri et al., WACV 2025), sinahmr/NACLIP@0cac3a651f75",
             {"naclip_arch": "reduced", "attention": "naclip", "gaussian_std": 5.0}, _naclip_encoder,
             renormalise_scores=True, resize_through_input=True, checks=(_check_naclip,),
+        ),
+        MethodSpec(
+            "resclip", "NACLIP's last block plus blocks 6–9's attention (RCS) and a second pass fed by the "
+            "first pass's labels (SFR)",
+            "ResCLIP (Yang et al., CVPR 2025), yvhangyang/ResCLIP@0e085f7f52f0",
+            # The release has no neutral default: outside a benchmark config, Context59's values.
+            {"temp_thd": 0.25, "rcs_weights": (2.0, 0.4), "sfr_weights": (1.8, 0.7), "gaussian_std": 5.0,
+             "delete_same_entity": True, "rcs": True, "sfr": True},
+            _resclip_encoder, renormalise_scores=True, resize_through_input=True, checks=(_check_resclip,),
+            refuses={"area_thd": "its release cannot apply it (the branch fails for one image and edits the "
+                                 "logits after the scores are taken)"},
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

@@ -242,6 +242,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise InputError(f"{what} of size {tuple(images.shape[-2:])} is smaller than one {patch}×{patch} patch")
         return images.to(self.device)
 
+    def encoder_queries(self) -> dict[str, Tensor | float]:
+        """What an encoder that declares `needs_queries` (ResCLIP's first pass) is handed with each call."""
+        if not getattr(self.encoder, "needs_queries", False):
+            return {}
+        return dict(queries=self.query_features, logit_scale=self.post.logit_scale)
+
     @torch.no_grad()
     def dense_features(
         self, crops: Tensor, return_anomalies: bool = False
@@ -249,7 +255,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """B×N×D L2-normalised calibrated features of B×3×H×W crops (and each crop's anomaly indices)."""
         crops = self._check_images(crops, "crops")
         with self._autocast(self.device, self.precision):
-            features, anomalies = self.encoder(crops, return_anomalies=True)
+            features, anomalies = self.encoder(crops, return_anomalies=True, **self.encoder_queries())
         features = F.normalize(features.float(), dim=-1)
         if return_anomalies:
             return features, [mask.nonzero().flatten() for mask in anomalies]

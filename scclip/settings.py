@@ -83,8 +83,9 @@ class Setting:
         help: what it does, in one line.
         default: its default value, or PRESET (a method's own), REQUIRED or FROM_CONFIG.
         kind: how a value is checked: 'number', 'whole' (number), 'switch' (True/False), 'choice'
-            (one of `choices`), 'wholes' (a non-empty list of whole numbers), 'method' (a method's
-            name), or 'any' (checked where it is used: a file, a device, a callable).
+            (one of `choices`), 'wholes' (a non-empty list of whole numbers), 'weights' (a pair
+            [τ, λ]: a scale above 0 and a share in [0, 1]), 'method' (a method's name), or 'any'
+            (checked where it is used: a file, a device, a callable).
         minimum, maximum: inclusive bounds of a number (and of each of 'wholes').
         above: an exclusive lower bound of a number.
         choices: the valid values of a 'choice'.
@@ -115,9 +116,10 @@ class Setting:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The methods that take it."""
-        return tuple(method for method, spec in _methods().METHODS.items()
-                     if not self.own or self.name in spec.settings)
+        """The methods that take it (a shared setting: all but those that refuse it)."""
+        if self.own:
+            return tuple(method for method, spec in _methods().METHODS.items() if self.name in spec.settings)
+        return tuple(method for method, spec in _methods().METHODS.items() if self.name not in spec.refuses)
 
     def default_for(self, method: str) -> Any:
         """Its default under `method` (a method's own setting: that method's preset)."""
@@ -150,6 +152,14 @@ class Setting:
                 what = "a whole number" if self.kind == "whole" else "a number"
                 raise InputError(f"{shown} must be {what}{' or None' if self.optional else ''} (default {default!r})")
             self._check_bounds(float(value), label or f"{self.name}={value}")
+        elif self.kind == "weights":
+            if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2
+                    or not all(_is_number(item, whole=False) for item in value)):
+                raise InputError(f"{shown} must be a pair [scale, share] of numbers (default {default!r})")
+            scale, share = (float(item) for item in value)
+            if not (scale > 0 and 0 <= share <= 1):
+                raise InputError(f"{shown}: the scale must be above 0 and the share lie in [0, 1] "
+                                 f"({self.why or 'a mix τ·((1−λ)·A + λ·B)'})")
         elif self.kind == "wholes":
             if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not value
                     or not all(_is_number(item, whole=True) for item in value)):
@@ -226,8 +236,20 @@ SETTINGS: tuple[Setting, ...] = (
             "choice", choices=("reduced", "vanilla"), own=True),
     Setting("attention", Role.MATHS, "NACLIP's last-block attention (scclip.methods.NACLIP_ATTENTIONS)", PRESET,
             "choice", choices=("naclip", "kk", "vanilla", "nonly", "csa"), own=True),
-    Setting("gaussian_std", Role.MATHS, "σ of NACLIP's Gaussian neighbourhood bias, in patches", PRESET, "number",
-            own=True),
+    Setting("gaussian_std", Role.MATHS, "σ of the Gaussian neighbourhood bias (NACLIP, ResCLIP), in patches", PRESET,
+            "number", own=True),
+    Setting("temp_thd", Role.MATHS, "ResCLIP: first-pass pixels whose best query probability is below this get "
+            "label 0", PRESET, "number", minimum=0, maximum=1, why="it is compared with probabilities", own=True),
+    Setting("rcs_weights", Role.MATHS, "ResCLIP: [τ, λ] mixing blocks 6–9's attention into the last block's (RCS)",
+            PRESET, "weights", own=True),
+    Setting("sfr_weights", Role.MATHS, "ResCLIP: [τ, λ] mixing the first pass's same-label matrix into the "
+            "attention (SFR)", PRESET, "weights", own=True),
+    Setting("delete_same_entity", Role.MATHS, "ResCLIP: same-label pairs whose path crosses another label decay",
+            PRESET, "switch", own=True),
+    Setting("rcs", Role.MATHS, "ResCLIP: mix in the intermediate blocks' attention (off: an ablation)", PRESET,
+            "switch", own=True),
+    Setting("sfr", Role.MATHS, "ResCLIP: the second, label-fed pass (off: an ablation; the first pass's features)",
+            PRESET, "switch", own=True),
     *(Setting(name, Role.MATHS, f"{what} (None: follows the backbone's depth)", PRESET, "whole", minimum=0,
               optional=True, why="an index of an intermediate feature", own=True)
       for name, what in (("pre_adjust_idx", "layer whose similarities aggregate before the attention"),
@@ -302,12 +324,17 @@ def check_settings(method: str, values: Mapping[str, Any], prefix: str = "", adv
         prefix: how the names are shown: '' (arguments: 'prob_thd=2') or 'model.' (a config's keys).
         advice: said after a value's problem (e.g. where to fix it).
     """
-    _methods().get_method(method)
+    refused = _methods().get_method(method).refuses
     valid = model_settings(method)
-    for name in values:
-        if name not in valid:
+    for name, value in values.items():
+        if name in refused and value != MODEL_SETTINGS[name].default:
+            raise InputError(f"method {method!r} cannot take {prefix}{name}={value!r}: {refused[name]}; "
+                             f"leave {prefix}{name} at {MODEL_SETTINGS[name].default!r}")
+        if name not in valid and name not in refused:
             raise InputError(_not_taken(method, name, valid, prefix))
     for name, value in values.items():
+        if name in refused:
+            continue
         setting = MODEL_SETTINGS[name]
         try:
             setting.check(value, f"{prefix}{name}={value!r}" if prefix else None, method)

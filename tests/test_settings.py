@@ -34,9 +34,10 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 import eval as eval_script  # noqa: E402
 
-KINDS = ("number", "whole", "switch", "choice", "wholes", "method", "any")
+KINDS = ("number", "whole", "switch", "choice", "wholes", "weights", "method", "any")
 # A value of the wrong kind for each checked kind.
-WRONG = {"number": "abc", "whole": 1.5, "switch": "yes", "choice": "nope", "wholes": "8,16", "method": "nope"}
+WRONG = {"number": "abc", "whole": 1.5, "switch": "yes", "choice": "nope", "wholes": "8,16", "weights": [2.0],
+         "method": "nope"}
 
 
 def constructor_parameters() -> dict[str, inspect.Parameter]:
@@ -57,8 +58,9 @@ def test_every_constructor_argument_and_method_setting_has_exactly_one_declarati
     for method, spec in METHODS.items():
         own = {name for name, setting in MODEL_SETTINGS.items() if setting.own and method in setting.methods}
         assert own == set(spec.settings), method
+        taken = (shared - set(spec.refuses)) | own  # refused: shared settings the method cannot apply
         assert settings_for(method) == [name for name in MODEL_SETTINGS
-                                        if MODEL_SETTINGS[name].role is Role.MATHS and name in (shared | own)]
+                                        if MODEL_SETTINGS[name].role is Role.MATHS and name in taken]
     assert all(setting.methods for setting in SETTINGS)  # a method's own setting is some method's
     assert all(setting.default is PRESET for setting in SETTINGS if setting.own)
 
@@ -107,7 +109,7 @@ def test_every_preset_is_a_valid_value():
     (dict(contamination=2), r"^contamination=2 must lie in \[0, 1\]"),
     (dict(lof_neighbors=0), r"^lof_neighbors=0 must be at least 1"),
     (dict(text_cache="no"), r"^text_cache='no' must be True or False \(default True\)$"),
-    (dict(gaussian_std=3.0), r"^method 'scclip' takes no setting 'gaussian_std'; it is a setting of naclip; its settings: "
+    (dict(gaussian_std=3.0), r"^method 'scclip' takes no setting 'gaussian_std'; it is a setting of naclip, resclip; its settings: "
                              r"slide_crop, .*, multi_level_fusion$"),
     (dict(prob_thdd=0.1), r"^method 'scclip' takes no setting 'prob_thdd' \(did you mean 'prob_thd'\?\)"),
     (dict(text_cach=False), r"did you mean 'text_cache'\?"),  # the closest of every name, not just the maths
