@@ -12,7 +12,7 @@
 #   DRY_RUN=1 BACKBONE=ViT-L/14 bash dist_test.sh       # print the commands instead of running them
 #
 # Settings (environment): METHOD (scclip, or a folder of configs/: vanilla, maskclip, sclip, clearclip,
-# naclip, vanilla_sclip, vanilla_clearclip), BACKBONE (default ViT-B/16; anything eval.py --backbone takes:
+# naclip, resclip, vanilla_sclip, vanilla_clearclip), BACKBONE (default ViT-B/16; anything eval.py --backbone takes:
 # an OpenAI name, a name of `python -m scclip backbones`, an open_clip ARCH:TAG pair or a checkpoint file;
 # it is passed as --backbone, and its depth picks the configs whose published settings it takes:
 # cfg_<benchmark>.py for ViT-B-sized ones, cfg_<benchmark>_vitl14.py for deeper ones, see scclip/backbones.py),
@@ -87,6 +87,10 @@ if [ "$METHOD" = scclip ]; then
 else
     CONFIG_ROOT=${CONFIG_ROOT:-./configs/$METHOD}
     WORK_DIR=${WORK_DIR:-./work_dirs/$METHOD/$TAG}
+fi
+# A release that runs one config per benchmark for every backbone (its release.py says so: ResCLIP).
+if grep -qs '^settings_for_every_backbone = True' "$CONFIG_ROOT/release.py"; then
+    CONFIG_ENDING=.py
 fi
 if [ ! -d "$CONFIG_ROOT" ]; then
     methods=$(cd "$HERE/configs" && for folder in */; do

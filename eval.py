@@ -237,7 +237,8 @@ def apply_backbone(cfg: Config, args: argparse.Namespace) -> None:
     if cfg.model.clip_arch is None:
         cfg.model.pop("clip_arch")
     cfg.backbone = backbone.label
-    if declared not in CONFIG_SUFFIXES or declared == backbone.settings or os.environ.get("RANK", "0") != "0":
+    if (declared not in CONFIG_SUFFIXES or declared == backbone.settings or os.environ.get("RANK", "0") != "0"
+            or cfg.get("settings_for_every_backbone")):  # a release that runs one config per benchmark (ResCLIP)
         return
     config = Path(args.config)
     fitting = config.with_name(config.stem.removesuffix(CONFIG_SUFFIXES[declared])

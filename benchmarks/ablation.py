@@ -1,4 +1,5 @@
-"""SC-CLIP's ablation in one command: all on, the release's first commit, each component off in turn, vanilla CLIP.
+"""SC-CLIP's ablation in one command: all on, the release's first commit, each component off in turn, vanilla CLIP;
+and ResCLIP's (its paper's rows): ResCLIP, without SFR, without RCS.
 
     python benchmarks/ablation.py --datasets voc21 context60 [--backbone ViT-L/14] [--gpus 4] [-- eval.py arguments]
     ABLATION=1 DATASETS="voc21 context60" bash dist_test.sh          # the same, through dist_test.sh
@@ -6,7 +7,9 @@
 Every variant runs SC-CLIP's published config of each benchmark (configs/cfg_<benchmark>.py; vanilla
 CLIP: configs/vanilla/, the same settings with CLIP's own last block), with
 `--cfg-options model.<switch>=False` for a switched-off component and `model.anomaly_detector=norm` for
-the release's first commit (anomaly tokens by norm instead of LOF, docs/methods-and-ablations.md), each run in its own folder
+the release's first commit (anomaly tokens by norm instead of LOF, docs/methods-and-ablations.md); ResCLIP's rows
+run configs/resclip/ (the same config for both backbones, with --backbone, as its release) with
+`model.sfr=False` or `model.rcs=False`. Each run is in its own folder
 `<work dir>/<variant>/<benchmark>/`. Runs that are already finished there are reused by eval.py. Then
 one markdown table: a row per variant, a column per benchmark and their mean, and below them the
 paper's numbers where they are known (`scclip.published`: SC-CLIP's own and the mean of vanilla CLIP;
@@ -45,6 +48,7 @@ class Variant:
     config_dir: str
     overrides: tuple[str, ...] = ()
     published_as: str | None = None
+    every_backbone: bool = False  # one config per benchmark, the backbone given by --backbone (ResCLIP)
 
 
 VARIANTS = (
@@ -53,6 +57,9 @@ VARIANTS = (
     *(Variant(f"no_{switch}", f"without {switch.replace('_', ' ')}", "configs", (f"model.{switch}=False",))
       for switch in SWITCHES),
     Variant("vanilla", "vanilla CLIP", "configs/vanilla", published_as="vanilla"),
+    Variant("resclip", "ResCLIP", "configs/resclip", published_as="resclip", every_backbone=True),
+    Variant("resclip_no_sfr", "ResCLIP without SFR", "configs/resclip", ("model.sfr=False",), every_backbone=True),
+    Variant("resclip_no_rcs", "ResCLIP without RCS", "configs/resclip", ("model.rcs=False",), every_backbone=True),
 )
 
 
@@ -62,7 +69,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     eval_args = argv[argv.index("--") + 1:] if "--" in argv else []
     own = argv[:argv.index("--")] if "--" in argv else argv
     parser = argparse.ArgumentParser(description="SC-CLIP all on, as its release's first commit, with each "
-                                                 "component off, and vanilla CLIP: one markdown table of mIoU.",
+                                                 "component off, vanilla CLIP, and ResCLIP with and without "
+                                                 "SFR and RCS: one markdown table of mIoU.",
                                      allow_abbrev=False)
     parser.add_argument("--datasets", nargs="+", default=list(BENCHMARKS), choices=BENCHMARKS, metavar="BENCHMARK",
                         help=f"benchmarks to run (default: all eight: {' '.join(BENCHMARKS)})")
@@ -83,8 +91,11 @@ def run_folder(work_dir: str | Path, variant: Variant, benchmark: str) -> Path:
 
 def evaluate(variant: Variant, benchmark: str, args: argparse.Namespace, eval_args: list[str]) -> bool:
     """Run eval.py for one variant and benchmark; False (with the reason printed) when it failed."""
-    config = Path(variant.config_dir) / f"cfg_{benchmark}{BACKBONE_SUFFIXES[args.backbone]}.py"
+    suffix = "" if variant.every_backbone else BACKBONE_SUFFIXES[args.backbone]
+    config = Path(variant.config_dir) / f"cfg_{benchmark}{suffix}.py"
     command = ["--config", str(config), "--work-dir", str(run_folder(args.work_dir, variant, benchmark)), *eval_args]
+    if variant.every_backbone and args.backbone != "ViT-B/16":
+        command += ["--backbone", args.backbone]
     if variant.overrides:
         command += ["--cfg-options", *variant.overrides]
     print(f"=== {variant.label}, {args.backbone} on {benchmark}: {config} {' '.join(variant.overrides)}", flush=True)
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScclipError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"\nSC-CLIP ablation, {args.backbone}, mIoU (%):\n{table}")
+    print(f"\nSC-CLIP's and ResCLIP's ablations, {args.backbone}, mIoU (%):\n{table}")
     if failed:
         print(f"failed: {' '.join(failed)} (see the messages above)", file=sys.stderr)
     return 1 if failed else 0

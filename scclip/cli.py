@@ -50,7 +50,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prob-thd", type=float, default=0.0,
                         help="pixels whose best score is below this go to the first class (default: 0)")
     parser.add_argument("--method", default="scclip",
-                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip")
+                        help="scclip (default), a baseline (vanilla, maskclip, sclip, clearclip, naclip) or resclip")
     parser.add_argument("--no-slide", action="store_true",
                         help="encode the whole image at once instead of 224-pixel sliding windows")
 

@@ -57,6 +57,9 @@ PRECISIONS = ("fp32", "fp16")
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 TEXT_TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2}
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
+# Methods whose image encoder is not one graph of the crops alone (docs/deploy.md), and why.
+NOT_EXPORTABLE = {"resclip": "its feedback pass needs the text queries, PAMR and a label vote inside the image "
+                             "encoder; run it with the PyTorch path (--runtime torch)"}
 
 
 class ExportError(ScclipError):
@@ -403,6 +406,8 @@ def export_model(
 
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if method in NOT_EXPORTABLE:
+        raise InputError(f"method {method!r} cannot be exported yet: {NOT_EXPORTABLE[method]}")
     out = Path(out)
     _prepare_folder(out)
     settings = dict(settings or {})

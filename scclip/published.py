@@ -1,9 +1,10 @@
 """Published mIoU of every method scclip runs, per backbone, as its paper or release reports it.
 
 The numbers are data (`scclip/data/published_miou.json`), made from the releases' settings files
-(`reference/methods/settings_*.json` of the shared reference data) with
+(`reference/methods/settings_*.json` and `reference/newer_methods/settings_*.json` of the shared
+reference data, copied together into tests/reference/) with
 
-    python -m scclip.published path/to/reference/methods
+    python -m scclip.published tests/reference
 
 so that tables of our runs can stand beside them without anyone copying numbers by hand. A record
 is keyed by a method name and a backbone; `vanilla` is plain CLIP under SC-CLIP's settings (the
@@ -128,8 +129,13 @@ def build_table(settings_dir: str | Path) -> dict[str, Any]:
     results = naclip["miou"]
     methods["naclip"] = {B16: _record(dict(results["vit_b16"], mean=results["vit_b16"]["avg"]),
                                       f"NACLIP release {results['source']}", True)}
+    resclip = read("resclip")
+    results = resclip["miou"]
+    methods["resclip"] = {backbone: _record(results[key], f"ResCLIP release {results['source']}", True)
+                          for backbone, key in ((B16, "vit_b16"), (L14, "vit_l14"))}
     releases = {name: data["release"] for name, data in
-                (("scclip", ablation), ("sclip", sclip), ("clearclip", clearclip), ("naclip", naclip))}
+                (("scclip", ablation), ("sclip", sclip), ("clearclip", clearclip), ("naclip", naclip),
+                 ("resclip", resclip))}
     return dict(benchmarks=list(BENCHMARKS), releases=releases, methods=methods)
 
 

@@ -218,6 +218,14 @@ def test_dist_test_picks_the_configs_by_the_backbone(backbone, config, option):
     assert run[run.index("--config") + 1:run.index("--work-dir")] == [config, *option]
 
 
+@pytest.mark.slow
+def test_dist_test_runs_resclips_one_config_with_the_backbone_option():
+    """ResCLIP's release runs the same configs for ViT-L/14 (configs/resclip/release.py says so)."""
+    (run, _) = eval_commands(dist_test(BACKBONE="ViT-L/14", METHOD="resclip", DATASETS="city_scapes"))
+    assert run[run.index("--config") + 1:run.index("--launcher")] == [
+        "./configs/resclip/cfg_city_scapes.py", "--backbone", "ViT-L/14", "--work-dir", "./work_dirs/resclip/vitl14"]
+
+
 
 def test_loading_takes_table_names_and_open_clip_pairs():
     from scclip.backbones import NAMED_BACKBONES, checkpoint_and_arch

@@ -21,7 +21,7 @@ from mmseg.registry import MODELS
 from test_datasets import make_dataset
 
 import scclip.datasets  # noqa: F401  (registers the benchmark datasets)
-from scclip.methods import CALIBRATION_INDICES, SWITCHES
+from scclip.methods import CALIBRATION_INDICES, SWITCHES, get_method
 from scclip.settings import settings_for
 from scclip.benchmarks import BENCHMARKS, vocabulary_file
 from scclip.published import (
@@ -38,6 +38,7 @@ import ablation  # noqa: E402
 CONFIGS = REPO_ROOT / "configs"
 REFERENCE = Path(__file__).resolve().parent / "reference"
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "methods"
+SHARED_NEWER = SHARED_REFERENCE.with_name("newer_methods")  # the releases of SPEC Part III
 # configs/ folder → (release settings file, method, has ViT-L/14 configs)
 FOLDERS = {
     "sclip": ("sclip", "sclip", False),
@@ -46,6 +47,7 @@ FOLDERS = {
     "maskclip": ("clearclip", "maskclip", True),
     "vanilla_clearclip": ("clearclip", "vanilla", True),
     "naclip": ("naclip", "naclip", False),
+    "resclip": ("resclip", "resclip", False),  # ViT-L/14: the same configs with --backbone
     "vanilla": (None, "vanilla", True),  # SC-CLIP's own settings: configs/cfg_*.py
 }
 L14 = "_vitl14"
@@ -112,6 +114,15 @@ def published_settings(folder: str, benchmark: str) -> tuple[dict, tuple[int, in
                                                    "gaussian_std")}
         vocabulary = "./" + published["vocabulary"].split()[0]
         return {**model, "method": method}, tuple(published["test_resize"]["scale"]), vocabulary
+    if release_name == "resclip":
+        published = release("resclip")["benchmarks"][benchmark]
+        model = {key: published[key] for key in ("slide_crop", "slide_stride", "logit_scale", "prob_thd", "area_thd",
+                                                   "pamr_steps", "temp_thd", "rcs_weights", "sfr_weights",
+                                                   "delete_same_entity", "gaussian_std")}
+        assert (published["resclip_arch"], published["attention"], published["rcs_blocks_1based"]) == (
+            "wo_resi", "resclip", [6, 7, 8, 9])  # what method='resclip' computes
+        vocabulary = "./" + published["vocabulary"].split()[0]
+        return {**model, "method": method}, tuple(published["test_resize"]["scale"]), vocabulary
     scclip = load(f"cfg_{benchmark}.py")  # vanilla: SC-CLIP's settings, only the method differs
     model = {key: value for key, value in scclip["model"].items() if key not in NON_SETTINGS}
     return {**model, "method": method}, resize_of(scclip), scclip["model"]["name_path"]
@@ -142,10 +153,12 @@ def test_each_method_folder_holds_its_benchmark_configs():
 def test_reference_copies_equal_the_shared_settings_files():
     if not SHARED_REFERENCE.is_dir():
         pytest.skip(f"shared settings files not found at {SHARED_REFERENCE}")
+    shared = {path.name: path for folder in (SHARED_REFERENCE, SHARED_NEWER) for path in folder.glob("settings_*.json")}
     for path in REFERENCE.glob("settings_*.json"):
-        assert path.read_bytes() == (SHARED_REFERENCE / path.name).read_bytes(), path.name
-    assert {path.name for path in SHARED_REFERENCE.glob("settings_*.json")} == {
-        path.name for path in REFERENCE.glob("settings_*.json")}
+        assert path.read_bytes() == shared[path.name].read_bytes(), path.name
+    copied = {path.name for path in REFERENCE.glob("settings_*.json")}
+    assert {path.name for path in SHARED_REFERENCE.glob("settings_*.json")} <= copied
+    assert "settings_resclip.json" in copied
 
 
 @pytest.mark.parametrize("config", method_configs())
@@ -167,7 +180,8 @@ def test_config_has_its_release_settings(config):
     assert {key: plain(model.get(key, "missing")) for key in expected} == {
         key: plain(value) for key, value in expected.items()}
     assert model["name_path"] == as_shipped(vocabulary) and vocabulary_file(model["name_path"]).is_file()
-    assert set(model) - NON_SETTINGS <= set(settings_for(model["method"]))  # no setting the method refuses
+    off = {key for key in get_method(model["method"]).refuses if model.get(key) is None}  # refused, left off
+    assert set(model) - NON_SETTINGS - off <= set(settings_for(model["method"]))  # no setting the method refuses
 
     # The test resize really reaches the dataset (lists are replaced, not merged, by inheritance).
     pipeline = cfg["test_dataloader"]["dataset"]["pipeline"]
@@ -179,7 +193,8 @@ def test_config_has_its_release_settings(config):
     scclip = load(f"cfg_{benchmark}{L14 if is_l14 else ''}.py")
     ours, theirs = dict(cfg), dict(scclip)
     for entry in (ours, theirs):
-        for key in ("model", "test_pipeline", "release_settings", "release_resize", "published_as"):
+        for key in ("model", "test_pipeline", "release_settings", "release_resize", "published_as",
+                    "settings_for_every_backbone"):
             entry.pop(key, None)
         entry["test_dataloader"] = {**entry["test_dataloader"],
                                     "dataset": {**entry["test_dataloader"]["dataset"], "pipeline": None}}
@@ -215,6 +230,22 @@ def test_published_numbers_are_the_settings_files():
     assert clearclip["mean"] == round(sum(clearclip[key] for key in BENCHMARKS) / 8, 2)
     assert published_record("vanilla", "ViT-L/14")["verified"] is False
     assert published_miou("sclip", "ViT-L/14") is None and published_miou("nonexistent", "ViT-B/16") is None
+
+
+def test_resclip_runs_vit_l14_by_the_backbone_option_with_its_published_numbers(monkeypatch, capsys):
+    """The release has one config per benchmark for both backbones: --backbone ViT-L/14 changes only the CLIP."""
+    monkeypatch.delenv("RANK", raising=False)
+    for benchmark in BENCHMARKS:
+        config = f"configs/resclip/cfg_{benchmark}.py"
+        own = test_eval.eval_script.load_config(test_eval.eval_script.parse_args(["--config", config]), "cpu")
+        cfg = test_eval.eval_script.load_config(
+            test_eval.eval_script.parse_args(["--config", config, "--backbone", "ViT-L/14"]), "cpu")
+        assert cfg.model.to_dict() == {**own.model.to_dict(), "clip_path": "ViT-L/14"} and cfg.backbone == "ViT-L/14"
+    assert capsys.readouterr().err == ""  # no note that ViT-L/14 has settings of its own
+    published = release("resclip")["miou"]
+    for backbone, key in (("ViT-B/16", "vit_b16"), ("ViT-L/14", "vit_l14")):
+        assert {benchmark: published_miou("resclip", backbone)[benchmark] for benchmark in BENCHMARKS} == {
+            benchmark: published[key][benchmark] for benchmark in BENCHMARKS}
 
 
 def test_plain_clip_protocols_are_declared_by_their_configs():
@@ -271,7 +302,7 @@ def metrics_of_the_run(work_dir: Path) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("folder", ["vanilla", "maskclip", "sclip", "clearclip", "naclip"])
+@pytest.mark.parametrize("folder", ["vanilla", "maskclip", "sclip", "clearclip", "naclip", "resclip"])
 def test_one_eval_run_per_method_scores_like_an_independent_computation(folder, tmp_path, tiny_checkpoint_path,
                                                                         monkeypatch):
     """eval.py on a synthetic VOC20 set with the method's config (short side 224 instead of 336/448, for speed)."""
@@ -333,21 +364,27 @@ def test_ablation_command_prints_one_table_of_every_variant(tmp_path, tiny_check
     rows = table_rows(completed.stdout)
     assert rows[0] == ["variant", "VOC20", "mean"]
     variants = ablation.VARIANTS
+    names = [variant.name for variant in variants]
     assert [row[0] for row in rows[2:2 + len(variants)]] == [variant.label for variant in variants]
-    assert [variant.overrides for variant in variants[1:-1]] == [
+    scclip_variants = variants[1:names.index("vanilla")]
+    assert [variant.overrides for variant in scclip_variants] == [
         ("model.anomaly_detector=norm",), *((f"model.{switch}=False",) for switch in SWITCHES)]
+    assert [variant.overrides for variant in variants[names.index("resclip"):]] == [
+        (), ("model.sfr=False",), ("model.rcs=False",)]
     for variant, row in zip(variants, rows[2:]):
         record = metrics_of_the_run(tmp_path / "ablation" / variant.name / "voc20")
-        assert record["method"] == ("vanilla" if variant.name == "vanilla" else "scclip")
+        assert record["method"] == (variant.config_dir.removeprefix("configs").strip("/") or "scclip")
         ablated = {f"{key}={value}" for key, value in record["overrides"].items()
-                   if key.removeprefix("model.") in (*SWITCHES, "anomaly_detector")}
+                   if key.removeprefix("model.") in (*SWITCHES, "anomaly_detector", "sfr", "rcs")}
         assert ablated == set(variant.overrides)
         assert row[1:] == [f"{record['metrics']['mIoU']:.2f}"] * 2
     paper = published_miou("scclip", "ViT-B/16")
     vanilla = published_miou("vanilla", "ViT-B/16")
+    resclip = published_miou("resclip", "ViT-B/16")
     assert rows[2 + len(variants):] == [
         [f"paper: {variants[0].label}", f"{paper['voc20']:.1f}", f"{paper['voc20']:.1f}"],
-        [f"paper, unverified: {variants[-1].label}", "—", f"{vanilla['mean']:.1f} (all eight)"],
+        ["paper, unverified: vanilla CLIP", "—", f"{vanilla['mean']:.1f} (all eight)"],
+        ["paper: ResCLIP", f"{resclip['voc20']:.1f}", f"{resclip['voc20']:.1f}"],
     ]
 
 
@@ -368,8 +405,26 @@ def test_ablation_table_of_all_eight_benchmarks_uses_the_published_means(tmp_pat
     first = ours["all_on"]
     assert rows[2] == [ablation.VARIANTS[0].label, *(f"{first[key]:.2f}" for key in BENCHMARKS),
                        f"{sum(first.values()) / 8:.2f}"]
-    assert rows[2 + len(ablation.VARIANTS) - 1][-2:] == ["—", "—"]  # vanilla: ADE20K missing, so no mean
+    names = [variant.name for variant in ablation.VARIANTS]
+    assert rows[2 + names.index("vanilla")][-2:] == ["—", "—"]  # vanilla: ADE20K missing, so no mean
     paper = published_miou("scclip", "ViT-B/16")
-    assert rows[-2] == [f"paper: {ablation.VARIANTS[0].label}", *(f"{paper[key]:.1f}" for key in BENCHMARKS),
+    assert rows[-3] == [f"paper: {ablation.VARIANTS[0].label}", *(f"{paper[key]:.1f}" for key in BENCHMARKS),
                         f"{paper['mean']:.1f}"]
-    assert rows[-1] == ["paper, unverified: vanilla CLIP", *["—"] * 8, f"{published_miou('vanilla', 'ViT-B/16')['mean']:.1f}"]
+    assert rows[-2] == ["paper, unverified: vanilla CLIP", *["—"] * 8, f"{published_miou('vanilla', 'ViT-B/16')['mean']:.1f}"]
+    resclip = published_miou("resclip", "ViT-B/16")  # eight numbers; their mean computed
+    assert rows[-1] == ["paper: ResCLIP", *(f"{resclip[key]:.1f}" for key in BENCHMARKS), f"{resclip['mean']:.1f}"]
+
+
+def test_resclip_ablation_runs_the_same_config_with_the_backbone_option(monkeypatch):
+    commands = []
+    monkeypatch.setitem(sys.modules, "eval", type(sys)("eval"))
+    sys.modules["eval"].main = lambda command: commands.append(command) or 0
+    args, _ = ablation.parse_args(["--backbone", "ViT-L/14", "--work-dir", "w"])
+    variants = {variant.name: variant for variant in ablation.VARIANTS}
+    assert ablation.evaluate(variants["resclip_no_sfr"], "voc21", args, [])
+    assert ablation.evaluate(variants["all_on"], "voc21", args, [])
+    assert commands == [
+        ["--config", "configs/resclip/cfg_voc21.py", "--work-dir", "w/resclip_no_sfr/voc21", "--backbone", "ViT-L/14",
+         "--cfg-options", "model.sfr=False"],
+        ["--config", "configs/cfg_voc21_vitl14.py", "--work-dir", "w/all_on/voc21"],
+    ]

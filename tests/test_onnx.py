@@ -184,6 +184,9 @@ def test_export_refuses_bad_settings_in_one_line(tiny_b16_model, tmp_path):
         export_model("tiny.pt", tmp_path / "m", settings={"anomaly_detector": "median"}, clip_model=tiny_b16_model)
     with pytest.raises(InputError, match="takes no setting 'beta'"):
         export_model("tiny.pt", tmp_path / "m", method="clearclip", settings={"beta": 0.3}, clip_model=tiny_b16_model)
+    with pytest.raises(InputError, match="^method 'resclip' cannot be exported yet: its feedback pass needs the text") as error:
+        export_model("tiny.pt", tmp_path / "m", method="resclip", clip_model=tiny_b16_model)
+    assert "\n" not in str(error.value)
     assert not (tmp_path / "m").exists()
 
 

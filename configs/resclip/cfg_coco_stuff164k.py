@@ -1,0 +1,5 @@
+# ResCLIP with ViT-B/16, its release's published settings: COCO-Stuff 164k val, 171 classes.
+# ViT-L/14: this config with --backbone ViT-L/14, as the release runs it.
+_base_ = ['../cfg_coco_stuff164k.py', './release.py']
+
+model = dict(_base_.release_settings, temp_thd=0.11, rcs_weights=[2.0, 0.4], sfr_weights=[1.8, 0.7])
