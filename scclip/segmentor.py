@@ -102,6 +102,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             compiles once, tens of seconds).
         text_progress: called as `text_progress(done, total)` (prompts) while the vocabulary is encoded
             (not when its features come from the text cache); default: a bar or log line for long encodings.
+        pretrained, train_cfg: None only; mmseg's `init_model` sets them before building any segmentor.
         **settings: the method's own settings (`scclip.settings.settings_for(method)`): `residual`
             (vanilla, maskclip, sclip, clearclip); `naclip_arch`, `attention`, `gaussian_std` (naclip);
             calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
@@ -136,6 +137,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         text_progress: Callable[[int, int], None] | None = DEFAULTS["text_progress"],
         data_preprocessor: dict | None = DEFAULTS["data_preprocessor"],
         init_cfg: dict | None = DEFAULTS["init_cfg"],
+        pretrained: None = DEFAULTS["pretrained"],
+        train_cfg: None = DEFAULTS["train_cfg"],
         **settings,
     ) -> None:
         # Defaults, valid values and who takes each setting: scclip.settings. Checked before a checkpoint is read.
@@ -143,7 +146,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             pamr_steps=pamr_steps, pamr_stride=pamr_stride, prob_thd=prob_thd, logit_scale=logit_scale,
             slide_stride=slide_stride, slide_crop=slide_crop, area_thd=area_thd, pad_to_patch=pad_to_patch,
             precision=precision, crop_batch_size=crop_batch_size, text_batch_size=text_batch_size,
-            text_cache=text_cache, compile=compile, **settings,
+            text_cache=text_cache, compile=compile, pretrained=pretrained, train_cfg=train_cfg, **settings,
         ))
         spec = get_method(method)
         if (name_path is None) == (vocabulary is None):
