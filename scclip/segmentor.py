@@ -18,6 +18,7 @@ from .benchmarks import vocabulary_file
 from .clip import CLIP, load
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
+from .clip.records import pixel_normalisation
 from .errors import InputError, VocabularyError
 from .methods import get_method, resolve_settings
 from .pamr import pamr
@@ -27,9 +28,6 @@ from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
 from .windows import patch_padding, sliding_windows
 
-# CLIP's normalisation on 0-255 pixels; images are read as BGR by mmcv and flipped to RGB.
-PIXEL_MEAN = (122.771, 116.746, 104.094)
-PIXEL_STD = (68.501, 66.632, 70.323)
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -62,12 +60,10 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
 
 
 def default_preprocessor(clip_model: CLIP) -> SCCLIPDataPreProcessor:
-    """CLIP's normalisation, or the one the checkpoint was trained with when it differs (some open_clip tags)."""
-    mean, std = PIXEL_MEAN, PIXEL_STD
-    if tuple(getattr(clip_model, "image_mean", OPENAI_CLIP_MEAN)) != tuple(OPENAI_CLIP_MEAN) or \
-            tuple(getattr(clip_model, "image_std", OPENAI_CLIP_STD)) != tuple(OPENAI_CLIP_STD):
-        mean = tuple(255 * value for value in clip_model.image_mean)
-        std = tuple(255 * value for value in clip_model.image_std)
+    """The normalisation the checkpoint was trained with (CLIP's, or some open_clip tags' own); images are
+    read as BGR by mmcv and flipped to RGB."""
+    mean, std = pixel_normalisation(getattr(clip_model, "image_mean", OPENAI_CLIP_MEAN),
+                                    getattr(clip_model, "image_std", OPENAI_CLIP_STD))
     return SCCLIPDataPreProcessor(mean=mean, std=std, bgr_to_rgb=True)
 
 
