@@ -6,10 +6,12 @@ For each backbone it measures, each case in its own process (so peak memory is t
 - sliding window: per-image latency and images/s on a 336×448 image (VOC's short side 336,
   windows 224/112: 6 crops), next to a plain ViT forward (all blocks) of the same crops;
 - whole image: one 1024×1024 crop (`slide_crop=0`);
-- methods: every method (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP, SC-CLIP and SC-CLIP with
-  all four switches off) on the same 336×448 image and windows, each beside the plain ViT
-  forward of the same crops, timed in turn; and NACLIP's neighbourhood bias for a 64×64 grid
-  (a 1024² whole image), built and then from its cache;
+- methods: every method (vanilla CLIP, MaskCLIP, SCLIP, ClearCLIP, NACLIP, ResCLIP, SC-CLIP and
+  SC-CLIP with all four switches off) on the same 336×448 image and windows, each beside the plain
+  ViT forward of the same crops, timed in turn, with its peak memory; each once more on a whole
+  image (1024², `--whole-size`) as one crop, beside the plain forward of that crop; NACLIP's
+  neighbourhood bias for a 64×64 grid (a 1024² whole image), built and then from its cache; and
+  ResCLIP's same-label matrix (path check, smoothing) for a 64×64 grid, with its peak memory;
 - peak memory of each inference case (CPU: peak RSS of the process during the case;
   CUDA: torch.cuda.max_memory_allocated).
 
@@ -342,13 +344,34 @@ def case_methods(args: argparse.Namespace) -> dict[str, Any]:
     image = normalised_images(1, SLIDING_SIZE, device)
     crops, plain_forward = window_crops_and_plain_forward(any_segmentor, image)
     visual = clip_model.visual
-    result: dict[str, Any] = {"image_size": list(SLIDING_SIZE), "crops": len(crops), "methods": {}}
+    whole_image = normalised_images(1, (args.whole_size, args.whole_size), device)
+
+    @torch.no_grad()
+    def plain_whole() -> torch.Tensor:
+        with any_segmentor._autocast(device, any_segmentor.precision):
+            return visual.transformer(visual.embed(whole_image))
+
+    result: dict[str, Any] = {"image_size": list(SLIDING_SIZE), "crops": len(crops), "methods": {},
+                              "whole_size": args.whole_size}
+    with PeakMemory(device) as memory:
+        plain_forward()
+    result["plain_vit_forward_memory"] = memory.result
+    with PeakMemory(device) as memory:
+        result["plain_vit_forward_whole"] = timed(plain_whole, device, repeats=1, warmup=0).summary()
+    result["plain_vit_forward_whole"].update(memory.result)
     for name, segmentor in segmentors.items():
         runs = timed_interleaved(
             {"predict": lambda segmentor=segmentor: segmentor.predict(image), "plain": plain_forward},
             device, args.repeats, warmup=args.warmup,
         )
-        result["methods"][name] = {"predict": runs["predict"].summary(), "plain_vit_forward": runs["plain"].summary()}
+        with PeakMemory(device) as memory:
+            segmentor.predict(image)
+        whole = build_segmentor(args, clip_model=clip_model, slide_crop=0, **variants[name])
+        with PeakMemory(device) as whole_memory:
+            whole_timing = timed(lambda whole=whole: whole.predict(whole_image), device, repeats=1, warmup=0)
+        result["methods"][name] = {"predict": runs["predict"].summary(), "plain_vit_forward": runs["plain"].summary(),
+                                   "memory": memory.result, "whole": {**whole_timing.summary(), **whole_memory.result}}
+    result["resclip_matrix"] = resclip_matrix_cost(WHOLE_SIZE[0] // visual.patch_size, device)
     grid = (WHOLE_SIZE[0] // visual.patch_size, WHOLE_SIZE[1] // visual.patch_size)
     start = time.perf_counter()
     gaussian_bias(grid, 5.0, device)
@@ -356,6 +379,18 @@ def case_methods(args: argparse.Namespace) -> dict[str, Any]:
     result["naclip_bias_cached"] = timed(lambda: gaussian_bias(grid, 5.0, device), device, repeats=5).summary()
     result["naclip_bias_grid"] = list(grid)
     return result
+
+
+def resclip_matrix_cost(side: int, device: torch.device) -> dict[str, Any]:
+    """Time and peak memory of ResCLIP's same-label matrix for a side×side grid of blob-shaped labels."""
+    from scclip.resclip import same_label_matrix
+
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.randint(4, (max(side // 8, 1), max(side // 8, 1)), generator=generator)
+    labels = torch.nn.functional.interpolate(coarse[None, None].float(), size=(side, side))[0].long().to(device)
+    with PeakMemory(device) as memory:
+        timing = timed(lambda: same_label_matrix(labels, 5.0, delete_same_entity=True), device, repeats=1, warmup=0)
+    return {"grid": [side, side], **timing.summary(), **memory.result}
 
 
 CASES = {"vocabulary": case_vocabulary, "sliding": case_sliding, "whole": case_whole, "methods": case_methods}
@@ -386,6 +421,7 @@ def run_case(case: str, backbone: str, checkpoint: Path, cache: Path, args: argp
             "--backbones", backbone, "--checkpoint", str(checkpoint), "--vocabulary", str(args.vocabulary),
             "--device", args.device, "--precision", args.precision, "--repeats", str(args.repeats),
             "--warmup", str(args.warmup), "--batch-sizes", *map(str, args.batch_sizes),
+            "--whole-size", str(args.whole_size),
         ]
         if args.threads:
             command += ["--threads", str(args.threads)]
@@ -435,24 +471,41 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 
 def methods_table(results: list[dict[str, Any]]) -> str:
-    """One row per backbone and method: per-image time beside the plain ViT forward of its crops."""
-    rows = [
-        "| backbone | method | per image 336×448 (s) | plain ViT forward, same crops (s) | ÷ plain | ÷ plain, CPU time |",
-        "|---|---|---|---|---|---|",
-    ]
+    """One row per backbone and method: per-image time and peak memory beside the plain ViT forward of its
+    crops, in windows and on a whole image."""
+    rows = []
     for r in results:
-        for name, timing in r.get("methods", {}).get("methods", {}).items():
-            ours, plain = timing["predict"], timing["plain_vit_forward"]
+        m = r.get("methods")
+        if not m:
+            continue
+        memory_key = "gpu_delta_gib" if r["device"] == "cuda" else "rss_delta_gib"
+        side = m["whole_size"]
+        plain_whole = m["plain_vit_forward_whole"]
+        rows += [
+            f"| backbone | method | per image 336×448 (s) | plain ViT forward, same crops (s) | ÷ plain "
+            f"| ÷ plain, CPU time | peak memory 336×448 (GiB) | whole image {side}² (s) | ÷ plain | "
+            f"peak memory {side}² (GiB) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| {r['backbone']} | plain ViT forward | — | {m['methods'][next(iter(m['methods']))]['plain_vit_forward']['median_s']:.2f} "
+            f"| 1 | 1 | {m['plain_vit_forward_memory'][memory_key]:.3f} | {plain_whole['median_s']:.2f} | 1 "
+            f"| {plain_whole[memory_key]:.3f} |",
+        ]
+        for name, timing in m["methods"].items():
+            ours, plain, whole = timing["predict"], timing["plain_vit_forward"], timing["whole"]
             rows.append(
                 f"| {r['backbone']} | {name} | {ours['median_s']:.2f} | {plain['median_s']:.2f} "
-                f"| {ours['median_s'] / plain['median_s']:.3f} | {ours['cpu_median_s'] / plain['cpu_median_s']:.3f} |"
+                f"| {ours['median_s'] / plain['median_s']:.3f} | {ours['cpu_median_s'] / plain['cpu_median_s']:.3f} "
+                f"| {timing['memory'][memory_key]:.3f} | {whole['median_s']:.2f} "
+                f"| {whole['median_s'] / plain_whole['median_s']:.2f} | {whole[memory_key]:.3f} |"
             )
-        if "methods" in r:
-            m = r["methods"]
-            rows.append(
-                f"\nNACLIP neighbourhood bias for a {m['naclip_bias_grid'][0]}×{m['naclip_bias_grid'][1]} grid: "
-                f"{m['naclip_bias_first_s']:.3f} s to build, {m['naclip_bias_cached']['median_s'] * 1e3:.3f} ms from its cache"
-            )
+        matrix = m["resclip_matrix"]
+        rows.append(
+            f"\nResCLIP's same-label matrix (path check, smoothing) for a {matrix['grid'][0]}×{matrix['grid'][1]} "
+            f"grid (a 1024² whole image): {matrix['median_s']:.2f} s, peak memory +{matrix[memory_key]:.3f} GiB")
+        rows.append(
+            f"\nNACLIP neighbourhood bias for a {m['naclip_bias_grid'][0]}×{m['naclip_bias_grid'][1]} grid: "
+            f"{m['naclip_bias_first_s']:.3f} s to build, {m['naclip_bias_cached']['median_s'] * 1e3:.3f} ms from its cache\n"
+        )
     return "\n".join(rows)
 
 
@@ -472,6 +525,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="crops per encoder call (0 = the segmentor's default; raise it on a GPU)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the calibrated encoder (meant for CUDA)")
+    parser.add_argument("--whole-size", type=int, default=WHOLE_SIZE[0],
+                        help="side of the whole image the methods case runs as one crop (default 1024)")
     parser.add_argument("--vocabulary", type=Path, default=DEFAULT_VOCABULARY)
     parser.add_argument("--work-dir", type=Path, default=REPO_ROOT / "work_dirs" / "benchmark",
                         help="random checkpoints (reused between runs) and a scratch text-feature cache")

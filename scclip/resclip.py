@@ -124,7 +124,7 @@ def patch_labels(
     maps = F.interpolate(maps, size=images.shape[-2:], mode="bilinear", align_corners=False)
     maps = pamr(images.float(), maps, FIRST_PASS_PAMR_STEPS, FIRST_PASS_PAMR_DILATIONS)
     best, labels = (logit_scale * maps).softmax(dim=1).max(dim=1)
-    labels[best < temp_thd] = 0
+    labels = torch.where(best < temp_thd, torch.zeros_like(labels), labels)
     return patch_mode(labels, grid, patch, maps.shape[1])
 
 
@@ -138,6 +138,11 @@ def patch_mode(labels: torch.Tensor, grid: tuple[int, int], patch: int, num_labe
     return counts.view(batch, h, w, num_labels).argmax(dim=-1)  # argmax: the first (smallest) of equal counts
 
 
+def walk_steps(reach: int, device: torch.device | None = None) -> torch.Tensor:
+    """t_k = linspace(0, 1, D+1) in float32, as the release builds them (torch.linspace's own rounding)."""
+    return torch.linspace(0, 1, reach + 1, device=device)
+
+
 def walk_coordinates(size: int, steps: torch.Tensor) -> torch.Tensor:
     """size×size×K table: round(a·(1−t) + b·t) in float32 for start a, end b and each step t."""
     start = torch.arange(size, dtype=torch.float32, device=steps.device)
@@ -146,69 +151,79 @@ def walk_coordinates(size: int, steps: torch.Tensor) -> torch.Tensor:
 
 
 def path_valid(labels: torch.Tensor, budget_bytes: int = PATH_BUDGET_BYTES) -> torch.Tensor:
-    """T×T bool: whether every point of pair (i, j)'s walk has i's label (SPEC §11 R.4 step 2).
+    """B×T×T bool: whether every point of pair (i, j)'s walk has i's label (SPEC §11 R.4 step 2), for
+    B×h×w label maps.
 
     The walk visits round(i·(1−t_k) + j·t_k) for t_k = linspace(0, 1, D+1)[k], k = 0…c_ij, with
     c_ij the Chebyshev distance and D the grid's largest: the release's walk, which covers only
     c_ij/D of the segment. Rows of pairs are processed in chunks so that the temporaries stay within
     `budget_bytes` (the release's form needs T²·(D+1) elements at once).
     """
-    h, w = labels.shape
+    batch, h, w = labels.shape
     tokens = h * w
     reach = max(h, w) - 1
     device = labels.device
-    valid = torch.ones(tokens, tokens, dtype=torch.bool, device=device)
+    valid = torch.ones(batch, tokens, tokens, dtype=torch.bool, device=device)
     if reach == 0:
         return valid
-    steps = torch.linspace(0, 1, reach + 1, device=device)
+    steps = walk_steps(reach, device)
     row_walk, col_walk = walk_coordinates(h, steps), walk_coordinates(w, steps)
-    flat = labels.flatten()
+    flat = labels.flatten(1)
     index = torch.arange(tokens, device=device)
     rows, cols = index // w, index % w
-    chunk = max(1, budget_bytes // (tokens * PATH_BYTES_PER_PAIR))
+    chunk = max(1, budget_bytes // (batch * tokens * PATH_BYTES_PER_PAIR))
     for start in range(0, tokens, chunk):
         i = slice(start, start + chunk)
         distance = torch.maximum((rows[i, None] - rows).abs(), (cols[i, None] - cols).abs())
         for k in range(1, int(distance.max()) + 1):
             at = row_walk[rows[i, None], rows, k] * w + col_walk[cols[i, None], cols, k]
-            valid[i] &= (flat[at] == flat[i, None]) | (distance < k)
+            valid[:, i] &= (flat[:, at] == flat[:, i, None]) | (distance < k)
     return valid
 
 
-def chebyshev_distances(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+def grid_reach(h: int | torch.Tensor, w: int | torch.Tensor) -> torch.Tensor:
+    """D = max(h, w) − 1, the largest Chebyshev distance of an h×w grid (a tensor, so that a trace keeps it)."""
+    return torch.maximum(torch.as_tensor(h), torch.as_tensor(w)) - 1
+
+
+def chebyshev_distances(h: int | torch.Tensor, w: int | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
     """T×T int64 Chebyshev distances between the patches of an h×w grid (row-major)."""
     index = torch.arange(h * w, device=device)
-    rows, cols = index // w, index % w
+    rows, cols = torch.div(index, w, rounding_mode="floor"), torch.remainder(index, w)
     return torch.maximum((rows[:, None] - rows).abs(), (cols[:, None] - cols).abs())
 
 
-def smoothing_taps(std: float, length: int, device: torch.device | None = None) -> torch.Tensor:
-    """The release's 1-D Gaussian kernel: K = min(length, int(6σ+1)) taps (made odd), summing to 1."""
-    size = min(length, int(6 * std + 1))
-    size += 1 - size % 2
-    offsets = torch.arange(size, device=device) - size // 2
-    taps = torch.exp(-(offsets**2) / (2 * std**2))
+def smoothing_taps(std: float, length: int | torch.Tensor, device: torch.device | None = None) -> torch.Tensor:
+    """The release's 1-D Gaussian kernel, K = min(length, int(6σ+1)) taps made odd and summing to 1, centred
+    in int(6σ+1) (made odd) taps with zeros outside K, so that one convolution serves every length."""
+    full = int(6 * std + 1)
+    full += 1 - full % 2
+    size = torch.minimum(torch.as_tensor(length), torch.tensor(full))
+    half = torch.div(size, 2, rounding_mode="floor")  # K // 2 of the odd K = size + 1 − size % 2
+    offsets = torch.arange(full, device=device) - full // 2
+    taps = torch.exp(-(offsets**2) / (2 * std**2)) * (offsets.abs() <= half.to(device))
     return taps / taps.sum()
 
 
 def same_label_matrix(labels: torch.Tensor, gaussian_std: float, delete_same_entity: bool,
                       budget_bytes: int = PATH_BUDGET_BYTES) -> torch.Tensor:
-    """(T+1)×(T+1) float32 SFR matrix M of one crop's h×w patch labels (SPEC §11 R.4).
+    """B×(T+1)×(T+1) float32 SFR matrices M of B×h×w patch label maps (SPEC §11 R.4), each crop its own.
 
     Same-label pairs 1, others 0; with `delete_same_entity`, same-label pairs whose walk meets another
     label decay by exp(−c_ij/D); each row smoothed by a 1-D Gaussian along the flattened index (rows
     of the grid wrap), clipped at 0 and normalised to sum 1; the class token's row and column 0.
     """
-    h, w = labels.shape
-    flat = labels.flatten()
-    same = (flat[:, None] == flat[None, :]).float()
-    if delete_same_entity and max(h, w) > 1:
-        decay = torch.exp(-(chebyshev_distances(h, w, labels.device).float() / (max(h, w) - 1)))
-        same = torch.where(path_valid(labels, budget_bytes), same, same * decay)
+    batch, h, w = labels.shape
+    flat = labels.flatten(1)
+    same = (flat[:, :, None] == flat[:, None, :]).float()
+    if delete_same_entity:
+        decay = torch.exp(-(chebyshev_distances(h, w, labels.device).float() / grid_reach(h, w).to(labels.device)))
+        same = torch.where(path_valid(labels, budget_bytes), same, same * decay)  # D = 0: every walk is valid
     taps = smoothing_taps(gaussian_std, h * w, labels.device)
-    smoothed = F.conv1d(same[:, None], taps.view(1, 1, -1), padding=len(taps) // 2)[:, 0].clamp(min=0)
-    rows = smoothed / (smoothed.sum(dim=-1, keepdim=True) + ROW_EPS)
-    return F.pad(rows, (1, 0, 1, 0))
+    rows = same.flatten(0, 1)[:, None]
+    smoothed = F.conv1d(rows, taps.view(1, 1, -1), padding=len(taps) // 2).view_as(same).clamp(min=0)
+    normalised = smoothed / (smoothed.sum(dim=-1, keepdim=True) + ROW_EPS)
+    return F.pad(normalised, (1, 0, 1, 0))
 
 
 class ResCLIPEncoder(nn.Module):
@@ -269,9 +284,7 @@ class ResCLIPEncoder(nn.Module):
                 raise InputError("ResCLIP's feedback pass (sfr) needs the query features and the logit scale: "
                                  "run it through SCCLIPForSegmentation, or pass queries= and logit_scale=")
             labels = patch_labels(out, queries, logit_scale, images, grid, self.patch_size, config.temp_thd)
-            matrix = torch.stack([same_label_matrix(crop, config.gaussian_std, config.delete_same_entity)
-                                  for crop in labels])
-            out = features(matrix)
+            out = features(same_label_matrix(labels, config.gaussian_std, config.delete_same_entity))
         if return_anomalies:
             return out, torch.zeros(out.shape[:2], dtype=torch.bool, device=out.device)
         return out

@@ -63,15 +63,18 @@ def test_chunked_path_check_equals_the_direct_form(grid, labels_count, seed):
     labels = torch.where(noise, torch.randint(labels_count, grid, generator=generator), labels)
     expected = direct_path_valid(labels)
     tokens = grid[0] * grid[1]
-    assert torch.equal(path_valid(labels), expected)
-    assert torch.equal(path_valid(labels, budget_bytes=1), expected)  # one row of pairs at a time
-    assert torch.equal(path_valid(labels, budget_bytes=tokens * 48 * 5), expected)  # uneven chunks
+    assert torch.equal(path_valid(labels[None])[0], expected)
+    assert torch.equal(path_valid(labels[None], budget_bytes=1)[0], expected)  # one row of pairs at a time
+    assert torch.equal(path_valid(labels[None], budget_bytes=tokens * 48 * 5)[0], expected)  # uneven chunks
+    other = labels.flip(-1)
+    both = path_valid(torch.stack([labels, other]), budget_bytes=tokens * 48 * 7)  # a batch: each crop its own
+    assert torch.equal(both[0], expected) and torch.equal(both[1], direct_path_valid(other))
 
 
 def test_the_walk_covers_only_c_over_d_of_the_segment():
     """1×9 grid, D = 8: pair (0, 4) walks 0, 0, 1, 2, 2 (round half to even) and misses patch 3."""
     labels = torch.tensor([[0, 0, 0, 1, 0, 0, 0, 0, 0]])
-    valid = path_valid(labels)
+    (valid,) = path_valid(labels[None])
     assert valid[0, 4] and not valid[0, 5] and not valid[0, 8]
     assert not valid[4, 0] and valid[4, 8]  # from 4 towards 0: 4, 4, 3, 2, 2 (3 has label 1)
 
@@ -116,21 +119,25 @@ def explicit_same_label_matrix(labels: torch.Tensor, std: float, delete_same_ent
 def test_same_label_matrix_follows_its_formula(grid, std, delete):
     labels = torch.randint(3, grid, generator=torch.Generator().manual_seed(sum(grid)))
     expected = explicit_same_label_matrix(labels, std, delete)
-    matrix = same_label_matrix(labels, std, delete)
+    (matrix,) = same_label_matrix(labels[None], std, delete)
     torch.testing.assert_close(matrix, expected, atol=1e-6, rtol=0)
     assert matrix.dtype == torch.float32 and not matrix[0].any() and not matrix[:, 0].any()
 
 
 def test_smoothing_kernel_sizes_are_the_releases():
-    assert len(smoothing_taps(5.0, 651)) == 31 and len(smoothing_taps(3.0, 651)) == 19
-    assert len(smoothing_taps(5.0, 16)) == 17 and len(smoothing_taps(5.0, 15)) == 15
+    def size(std, length):
+        taps = smoothing_taps(std, length)
+        assert torch.equal(taps, taps.flip(0))  # centred
+        return int((taps > 0).sum())
+
+    assert size(5.0, 651) == 31 and size(3.0, 651) == 19 and size(5.0, 16) == 17 and size(5.0, 15) == 15
     assert smoothing_taps(5.0, 651).sum().item() == pytest.approx(1.0, abs=1e-6)
 
 
 def test_the_smoothing_wraps_across_grid_rows():
     """1-D along the flattened index: the last patch of grid row 0 feeds the first of row 1."""
     labels = torch.tensor([[0, 0, 1], [1, 1, 1]])
-    matrix = same_label_matrix(labels, 1.0, delete_same_entity=False)
+    (matrix,) = same_label_matrix(labels[None], 1.0, delete_same_entity=False)
     # patch 0's row: same label at 0 and 1 only; smoothed mass reaches index 2 (row 0) and 3 (row 1).
     assert matrix[1, 1 + 3] > 0 and matrix[1, 1 + 5] == pytest.approx(0, abs=1e-3)
 
@@ -207,7 +214,7 @@ def test_second_pass_follows_its_formula_and_changes_the_features(model):
     first = explicit_features(model.visual, images, CONFIG)
     labels = patch_labels(first, queries, scale, images, (6, 8), 16, CONFIG.temp_thd)
     assert all(len(crop.unique()) >= 2 for crop in labels)  # SFR has something to say
-    matrix = torch.stack([same_label_matrix(crop, CONFIG.gaussian_std, True) for crop in labels])
+    matrix = torch.stack([same_label_matrix(crop[None], CONFIG.gaussian_std, True)[0] for crop in labels])
     expected = explicit_features(model.visual, images, CONFIG, matrix)
     features = encoder(images, queries=queries, logit_scale=scale)
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
