@@ -16,7 +16,13 @@ replaced by these equivalents, which compute the same values with operations ONN
 - the norm detector's top-k scatter: a comparison of token indices with the top-k indices;
 - anomaly resolution's 3×3 neighbour sums: the same convolution, its kernel shaped by the (fixed)
   token width rather than a traced size;
-- NACLIP's Gaussian neighbourhood bias: built from the grid in float64 in the graph.
+- NACLIP's Gaussian neighbourhood bias: built from the grid in float64 in the graph;
+- ResCLIP's patch vote (a bincount): a comparison with every query index, summed per patch;
+- ResCLIP's path check (chunks of pairs in a loop whose length depends on the grid): the release's
+  direct form, every pair's D+1 walk points at once, with the steps t_k read from a table of
+  `torch.linspace` itself (its rounding decides walks that pass exactly between two patches).
+ResCLIP's image graph takes the query features as a second input (`queries`, Q×D, L2-normalised):
+its first pass labels the crop with them.
 Each replacement is checked against the original (tests/test_onnx.py), and every export is
 compared with the PyTorch path on the spot: a difference beyond tolerance fails the export.
 """
@@ -41,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import calibration, encoders
+from . import calibration, encoders, resclip
 from .bpe import CONTEXT_LENGTH, VOCAB_FILE
 from .clip import model as clip_model_module
 from .clip.tokenizer import VOCAB_PATH, tokenize
@@ -58,9 +64,8 @@ PRECISIONS = ("fp32", "fp16")
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 TEXT_TOLERANCE = {"fp32": 1e-5, "fp16": 2e-2}
 BICUBIC_A = -0.75  # PyTorch's bicubic kernel
-# Methods whose image encoder is not one graph of the crops alone (docs/deploy.md), and why.
-NOT_EXPORTABLE = {"resclip": "its feedback pass needs the text queries, PAMR and a label vote inside the image "
-                             "encoder; run it with the PyTorch path (--runtime torch)"}
+MAX_GRID_SIDE = 512  # ResCLIP's walk steps are tabulated up to this many patches per side (8192 px at patch 16)
+CHECK_QUERIES = 5  # query features the image graph of a method that takes them is checked with
 
 
 class ExportError(ScclipError):
@@ -194,6 +199,53 @@ def gaussian_bias(grid: tuple[Any, Any], std: float, device: torch.device | None
     return F.pad(bias, (1, 0, 1, 0)).float()
 
 
+def patch_mode(labels: torch.Tensor, grid: tuple[Any, Any], patch: int, num_labels: Any) -> torch.Tensor:
+    """`scclip.resclip.patch_mode` as a comparison with every label, summed over each patch (first maximum)."""
+    h, w = (torch.as_tensor(size) for size in grid)
+    batch = _size(labels, 0)
+    blocks = labels[:, : h * patch, : w * patch]
+    one_hot = (blocks[..., None] == torch.arange(num_labels)).to(torch.int32)  # B×H×W×Q
+    counts = one_hot.reshape(batch, h, patch, w, patch, -1).sum(dim=(2, 4))
+    return counts.argmax(dim=-1)
+
+
+_WALK_STEPS = None
+
+
+def walk_steps_table() -> torch.Tensor:
+    """MAX_GRID_SIDE×MAX_GRID_SIDE: row D holds torch.linspace(0, 1, D+1), then zeros."""
+    global _WALK_STEPS
+    if _WALK_STEPS is None:
+        table = torch.zeros(MAX_GRID_SIDE, MAX_GRID_SIDE)
+        for reach in range(MAX_GRID_SIDE):
+            table[reach, : reach + 1] = torch.linspace(0, 1, reach + 1)
+        _WALK_STEPS = table
+    return _WALK_STEPS
+
+
+def path_valid(labels: torch.Tensor, budget_bytes: int = 0) -> torch.Tensor:
+    """`scclip.resclip.path_valid` in the release's direct form (B×T×T×(D+1) points at once) for a traced grid."""
+    h, w = _size(labels, 1), _size(labels, 2)
+    tokens = h * w
+    reach = torch.maximum(h, w) - 1
+    steps = walk_steps_table()[reach][: reach + 1]  # K
+    index = torch.arange(tokens)
+    rows = torch.div(index, w, rounding_mode="floor")
+    cols = torch.remainder(index, w)
+    rest = 1 - steps
+
+    def walk(coordinates: torch.Tensor) -> torch.Tensor:  # T×T×K
+        start = coordinates.float()
+        return torch.round(start[:, None, None] * rest + start[None, :, None] * steps).long()
+
+    at = walk(rows) * w + walk(cols)
+    flat = labels.flatten(1)
+    on_path = flat[:, at] == flat[:, :, None, None]  # B×T×T×K
+    distance = torch.maximum((rows[:, None] - rows).abs(), (cols[:, None] - cols).abs())
+    walked = torch.arange(reach + 1) <= distance[..., None]
+    return (on_path | ~walked).all(dim=-1)
+
+
 @contextlib.contextmanager
 def traceable_maths() -> Iterator[None]:
     """Swap in the graph-friendly equivalents above while tracing (module docstring); restored after."""
@@ -204,6 +256,9 @@ def traceable_maths() -> Iterator[None]:
         (calibration, "detect_anomalies_by_norm", detect_anomalies_by_norm),
         (calibration, "resolve_anomalies", resolve_anomalies),
         (encoders, "gaussian_bias", gaussian_bias),
+        (resclip, "gaussian_bias", gaussian_bias),
+        (resclip, "patch_mode", patch_mode),
+        (resclip, "path_valid", path_valid),
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in swaps]
     try:
@@ -219,18 +274,26 @@ def traceable_maths() -> Iterator[None]:
 
 
 class ImageGraph(nn.Module):
-    """B×3×H×W normalised crops → (B×N×D L2-normalised dense features, B×N anomaly mask): the method's encoder
-    exactly as `SCCLIPForSegmentation.dense_features` runs it."""
+    """B×3×H×W normalised crops (and, for an encoder that `needs_queries`, Q×D query features) → (B×N×D
+    L2-normalised dense features, B×N anomaly mask): the method's encoder exactly as
+    `SCCLIPForSegmentation.dense_features` runs it, with the segmentor's logit scale."""
 
-    def __init__(self, encoder: nn.Module, half: bool = False) -> None:
+    def __init__(self, encoder: nn.Module, half: bool = False, logit_scale: float | None = None) -> None:
         super().__init__()
         self.encoder = encoder
         self.half_precision = half
+        self.needs_queries = bool(getattr(encoder, "needs_queries", False))
+        self.logit_scale = logit_scale
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def inputs(self) -> list[str]:
+        return ["images", "queries"] if self.needs_queries else ["images"]
+
+    def forward(self, images: torch.Tensor, queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.half_precision:
             images = images.half()
-        features, anomalies = self.encoder(images, return_anomalies=True)
+        extra = dict(queries=queries, logit_scale=self.logit_scale) if self.needs_queries else {}
+        features, anomalies = self.encoder(images, return_anomalies=True, **extra)
         return F.normalize(features.float(), dim=-1), anomalies
 
 
@@ -256,16 +319,21 @@ class TextGraph(nn.Module):
         return (x[rows, eot] @ clip.text_projection).float()
 
 
-def _export_graph(module: nn.Module, example: torch.Tensor, input_name: str, output_names: list[str],
-                  dynamic_axes: dict[str, dict[int, str]]) -> bytes:
-    """The ONNX bytes of `module` traced on `example` (TorchScript-based exporter, opset OPSET)."""
+def _export_graph(module: nn.Module, examples: tuple[torch.Tensor, ...], input_names: list[str],
+                  output_names: list[str], dynamic_axes: dict[str, dict[int, str]]) -> bytes:
+    """The ONNX bytes of `module` traced on `examples` (TorchScript-based exporter, opset OPSET)."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(), traceable_maths(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation note and the tracer's size notes
-        torch.onnx.export(module, (example,), buffer, opset_version=OPSET, dynamo=False,
-                          input_names=[input_name], output_names=output_names, dynamic_axes=dynamic_axes,
+        torch.onnx.export(module, examples, buffer, opset_version=OPSET, dynamo=False,
+                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
     return buffer.getvalue()
+
+
+def check_queries(dim: int) -> torch.Tensor:
+    """CHECK_QUERIES random L2-normalised query features of width `dim` (fixed seed)."""
+    return F.normalize(torch.randn(CHECK_QUERIES, dim, generator=torch.Generator().manual_seed(1)), dim=-1)
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -298,12 +366,14 @@ def compare_image_graph(graph: ImageGraph, path: Path, sizes: list[tuple[int, in
     or (with `same_anomalies`) when the anomaly masks differ."""
     session = _session(path)
     generator = torch.Generator().manual_seed(0)
+    queries = check_queries(int(graph.encoder.visual.proj.shape[1])) if graph.needs_queries else None
     worst = 0.0
     for batch, height, width in sizes:
         crops = torch.randn(batch, 3, height, width, generator=generator)
         with torch.no_grad():
-            expected, expected_anomalies = graph(crops)
-        features, anomalies = session.run(None, {"images": crops.numpy()})
+            expected, expected_anomalies = graph(crops, queries)
+        feeds = {"images": crops.numpy(), **({"queries": queries.numpy()} if queries is not None else {})}
+        features, anomalies = session.run(None, feeds)
         difference = float(np.abs(features - expected.numpy()).max())
         worst = max(worst, difference)
         if not difference <= tolerance:
@@ -407,8 +477,6 @@ def export_model(
 
     if precision not in PRECISIONS:
         raise InputError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if method in NOT_EXPORTABLE:
-        raise InputError(f"method {method!r} cannot be exported yet: {NOT_EXPORTABLE[method]}")
     out = Path(out)
     _prepare_folder(out)
     settings = dict(settings or {})
@@ -431,11 +499,13 @@ def export_model(
 
         encoder = copy.deepcopy(encoder).half()
         text_clip = copy.deepcopy(clip_model).half()
-    image_graph = ImageGraph(encoder, half).eval()
+    logit_scale = segmentor.post.logit_scale
+    image_graph = ImageGraph(encoder, half, logit_scale).eval()
     text_graph = TextGraph(text_clip, half).eval()
     patch = segmentor.encoder.patch_size
     sizes = check_sizes(patch, segmentor.slide_crop)
     example = torch.zeros(1, 3, sizes[0][1], sizes[0][2])
+    examples = (example, check_queries(int(clip_model.visual.proj.shape[1]))) if image_graph.needs_queries else (example,)
     mean = [float(value) for value in segmentor.data_preprocessor.mean.flatten()]
     std = [float(value) for value in segmentor.data_preprocessor.std.flatten()]
     checkpoint = Path(getattr(clip_model, "checkpoint_path", None) or backbone)
@@ -449,17 +519,18 @@ def export_model(
     try:
         image_path, text_path = staging / IMAGE_GRAPH, staging / TEXT_GRAPH
         image_path.write_bytes(_export_graph(
-            image_graph, example, "images", ["features", "anomalies"],
-            {"images": {0: "batch", 2: "height", 3: "width"}, "features": {0: "batch", 1: "tokens"},
-             "anomalies": {0: "batch", 1: "tokens"}}))
+            image_graph, examples, image_graph.inputs, ["features", "anomalies"],
+            {"images": {0: "batch", 2: "height", 3: "width"}, "queries": {0: "queries"},
+             "features": {0: "batch", 1: "tokens"}, "anomalies": {0: "batch", 1: "tokens"}}))
         text_path.write_bytes(_export_graph(
-            text_graph, tokenize(["a photo of a cat."]), "tokens", ["features"],
+            text_graph, (tokenize(["a photo of a cat."]),), ["tokens"], ["features"],
             {"tokens": {0: "batch", 1: "length"}, "features": {0: "batch"}}))
         for path in (image_path, text_path):
             _check_graph(path)
         # Compared with the float32 path the user would otherwise run. In half precision LOF's inputs round
         # differently, so a few other anomaly tokens may be chosen: only the features' tolerance applies.
-        image_difference = compare_image_graph(ImageGraph(segmentor.encoder), image_path, sizes, TOLERANCE[precision],
+        image_difference = compare_image_graph(ImageGraph(segmentor.encoder, logit_scale=logit_scale), image_path,
+                                               sizes, TOLERANCE[precision],
                                                same_anomalies=not half)
         text_difference = compare_text_graph(clip_model, text_path, TEXT_TOLERANCE[precision])
         shutil.copyfile(VOCAB_PATH, staging / VOCAB_FILE)
@@ -478,7 +549,7 @@ def export_model(
             tokenizer=dict(vocabulary=VOCAB_FILE, context_length=CONTEXT_LENGTH, lowercase=True),
             graphs=dict(
                 image=dict(file=IMAGE_GRAPH, input="images", outputs=["features", "anomalies"],
-                           dynamic=["batch", "height", "width"]),
+                           dynamic=["batch", "height", "width"], inputs=image_graph.inputs),
                 text=dict(file=TEXT_GRAPH, input="tokens", outputs=["features"], dynamic=["batch", "length"]),
             ),
             precision=precision,

@@ -32,7 +32,7 @@ FIRST_PASS_PAMR_STEPS = 10  # the first pass's own PAMR, whatever `pamr_steps` s
 FIRST_PASS_PAMR_DILATIONS = (8, 16)
 ROW_EPS = 1e-8
 PATH_BUDGET_BYTES = 64 * 2**20  # memory for the path check's temporaries, whatever the grid
-PATH_BYTES_PER_PAIR = 48  # its int64 and bool temporaries per pair and step
+PATH_BYTES_PER_PAIR = 8  # its int32 and bool temporaries per pair and step
 
 
 @dataclass(frozen=True)
@@ -71,9 +71,13 @@ def attention_probabilities(block: ResidualAttentionBlock, tokens: torch.Tensor)
 
 
 def sfr_term(matrix: torch.Tensor, share: float) -> torch.Tensor:
-    """λ·M̂ with M̂ = M / max(M) per crop, both rounded to float16 as the release does in every precision."""
+    """λ·M̂ with M̂ = M / max(M) per crop, both rounded to float16 as the release does in every precision.
+
+    The release multiplies a float16 tensor by λ, which PyTorch computes as float32(λ)·M̂ rounded to
+    float16; written out here, so that an exported graph does not round λ to float16 first.
+    """
     peak = matrix.amax(dim=(-2, -1), keepdim=True)
-    return share * (matrix / peak).half()
+    return (share * (matrix / peak).half().float()).half()
 
 
 def resclip_attention(
@@ -156,29 +160,32 @@ def path_valid(labels: torch.Tensor, budget_bytes: int = PATH_BUDGET_BYTES) -> t
 
     The walk visits round(i·(1−t_k) + j·t_k) for t_k = linspace(0, 1, D+1)[k], k = 0…c_ij, with
     c_ij the Chebyshev distance and D the grid's largest: the release's walk, which covers only
-    c_ij/D of the segment. Rows of pairs are processed in chunks so that the temporaries stay within
-    `budget_bytes` (the release's form needs T²·(D+1) elements at once).
+    c_ij/D of the segment. A walk's row depends only on the two rows and its column only on the two
+    columns, so each step reads the label map at two small tables; pairs are held as
+    (row of i, row of j, column of i, column of j) and processed in chunks of rows of i, so that the
+    temporaries stay within `budget_bytes` (the release's form needs T²·(D+1) elements at once).
     """
     batch, h, w = labels.shape
     tokens = h * w
     reach = max(h, w) - 1
     device = labels.device
-    valid = torch.ones(batch, tokens, tokens, dtype=torch.bool, device=device)
-    if reach == 0:
-        return valid
-    steps = walk_steps(reach, device)
-    row_walk, col_walk = walk_coordinates(h, steps), walk_coordinates(w, steps)
-    flat = labels.flatten(1)
-    index = torch.arange(tokens, device=device)
-    rows, cols = index // w, index % w
-    chunk = max(1, budget_bytes // (batch * tokens * PATH_BYTES_PER_PAIR))
-    for start in range(0, tokens, chunk):
-        i = slice(start, start + chunk)
-        distance = torch.maximum((rows[i, None] - rows).abs(), (cols[i, None] - cols).abs())
-        for k in range(1, int(distance.max()) + 1):
-            at = row_walk[rows[i, None], rows, k] * w + col_walk[cols[i, None], cols, k]
-            valid[:, i] &= (flat[:, at] == flat[:, i, None]) | (distance < k)
-    return valid
+    valid = torch.ones(batch, h, h, w, w, dtype=torch.bool, device=device)  # (b, row i, row j, col i, col j)
+    if reach > 0:
+        steps = walk_steps(reach, device)
+        row_walk, col_walk = walk_coordinates(h, steps), walk_coordinates(w, steps)
+        small = labels.to(torch.int32)
+        own = small[:, :, None, :, None]  # the label of i, for every j
+        row_gap = (torch.arange(h, device=device)[:, None] - torch.arange(h, device=device)).abs()
+        col_gap = (torch.arange(w, device=device)[:, None] - torch.arange(w, device=device)).abs()
+        chunk = max(1, budget_bytes // (batch * h * w * w * PATH_BYTES_PER_PAIR))
+        for start in range(0, h, chunk):
+            rows = slice(start, start + chunk)
+            far = row_gap[rows, :, None, None]
+            for k in range(1, max(int(far.max()), int(col_gap.max())) + 1):
+                at_walk = small[:, row_walk[rows, :, k]][..., col_walk[:, :, k]]  # B×rows×h×w×w
+                walked = (far >= k) | (col_gap >= k)
+                valid[:, rows] &= (at_walk == own[:, rows]) | ~walked
+    return valid.permute(0, 1, 3, 2, 4).reshape(batch, tokens, tokens)
 
 
 def grid_reach(h: int | torch.Tensor, w: int | torch.Tensor) -> torch.Tensor:
@@ -205,6 +212,18 @@ def smoothing_taps(std: float, length: int | torch.Tensor, device: torch.device 
     return taps / taps.sum()
 
 
+def smooth_rows(rows: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Each row (last dimension) correlated with the odd-length `taps`, zero-padded to keep its length: a sum
+    of shifted copies, which needs no im2col buffer of rows × taps (a convolution's, 1 GiB for 4,096 tokens)."""
+    half = len(taps) // 2
+    length = rows.shape[-1]
+    padded = F.pad(rows, (half, half))
+    smoothed = taps[0] * padded[..., :length]
+    for offset in range(1, len(taps)):
+        smoothed = smoothed + taps[offset] * padded[..., offset : offset + length]
+    return smoothed
+
+
 def same_label_matrix(labels: torch.Tensor, gaussian_std: float, delete_same_entity: bool,
                       budget_bytes: int = PATH_BUDGET_BYTES) -> torch.Tensor:
     """B×(T+1)×(T+1) float32 SFR matrices M of B×h×w patch label maps (SPEC §11 R.4), each crop its own.
@@ -219,9 +238,7 @@ def same_label_matrix(labels: torch.Tensor, gaussian_std: float, delete_same_ent
     if delete_same_entity:
         decay = torch.exp(-(chebyshev_distances(h, w, labels.device).float() / grid_reach(h, w).to(labels.device)))
         same = torch.where(path_valid(labels, budget_bytes), same, same * decay)  # D = 0: every walk is valid
-    taps = smoothing_taps(gaussian_std, h * w, labels.device)
-    rows = same.flatten(0, 1)[:, None]
-    smoothed = F.conv1d(rows, taps.view(1, 1, -1), padding=len(taps) // 2).view_as(same).clamp(min=0)
+    smoothed = smooth_rows(same, smoothing_taps(gaussian_std, h * w, labels.device)).clamp(min=0)
     normalised = smoothed / (smoothed.sum(dim=-1, keepdim=True) + ROW_EPS)
     return F.pad(normalised, (1, 0, 1, 0))
 

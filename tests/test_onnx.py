@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from conftest import REPO_ROOT, golden_dir_or_none, golden_file
 
-from scclip import calibration, encoders
+from scclip import calibration, encoders, resclip
 from scclip.api import Segmenter
 from scclip.cli import main
 from scclip.clip import load
@@ -23,6 +23,8 @@ from scclip.export import MODEL_JSON, export_model
 from scclip.export import detect_anomalies as graph_detect_anomalies
 from scclip.export import detect_anomalies_by_norm as graph_detect_by_norm
 from scclip.export import gaussian_bias as graph_gaussian_bias
+from scclip.export import patch_mode as graph_patch_mode
+from scclip.export import path_valid as graph_path_valid
 from scclip.export import quantile as graph_quantile
 from scclip.export import resample_position_embedding as graph_resample
 from scclip.export import resolve_anomalies as graph_resolve
@@ -87,6 +89,26 @@ def test_gaussian_bias_and_resolution_equal_pytorch():
     anomalies = torch.rand(2, 20) > 0.7
     torch.testing.assert_close(graph_resolve(tokens, anomalies, (4, 5)),
                                calibration.resolve_anomalies(tokens, anomalies, (4, 5)), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("grid, seed", [((6, 9), 0), ((11, 4), 1), ((1, 7), 2), ((1, 1), 3)])
+def test_resclips_graph_vote_and_path_check_equal_pytorch(grid, seed):
+    """The traced patch vote and the direct-form path check (steps read from linspace's table) equal the
+    chunked PyTorch ones, ties and walks exactly between two patches included."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(4, (2, grid[0] * 4 + 3, grid[1] * 4 + 1), generator=generator)
+    assert torch.equal(graph_patch_mode(pixels, grid, 4, 4), resclip.patch_mode(pixels, grid, 4, 4))
+    labels = torch.randint(3, (2, *grid), generator=generator)
+    assert torch.equal(graph_path_valid(labels), resclip.path_valid(labels, budget_bytes=1))
+
+
+def test_a_model_folder_with_unknown_image_inputs_is_refused(tiny_export, tmp_path):
+    folder = shutil.copytree(tiny_export[0], tmp_path / "inputs")
+    meta = json.loads((folder / MODEL_JSON).read_text())
+    meta["graphs"]["image"]["inputs"] = ["images", "masks"]
+    (folder / MODEL_JSON).write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"gives the image graph the inputs \['images', 'masks'\]"):
+        OnnxSegmenter(folder, classes="cat,dog")
 
 
 # ---------------------------------------------------------------- the numpy pipeline equals PyTorch's
@@ -184,9 +206,8 @@ def test_export_refuses_bad_settings_in_one_line(tiny_b16_model, tmp_path):
         export_model("tiny.pt", tmp_path / "m", settings={"anomaly_detector": "median"}, clip_model=tiny_b16_model)
     with pytest.raises(InputError, match="takes no setting 'beta'"):
         export_model("tiny.pt", tmp_path / "m", method="clearclip", settings={"beta": 0.3}, clip_model=tiny_b16_model)
-    with pytest.raises(InputError, match="^method 'resclip' cannot be exported yet: its feedback pass needs the text") as error:
-        export_model("tiny.pt", tmp_path / "m", method="resclip", clip_model=tiny_b16_model)
-    assert "\n" not in str(error.value)
+    with pytest.raises(InputError, match="cannot take area_thd=0.2"):
+        export_model("tiny.pt", tmp_path / "m", method="resclip", settings={"area_thd": 0.2}, clip_model=tiny_b16_model)
     assert not (tmp_path / "m").exists()
 
 
@@ -239,6 +260,7 @@ GOLDEN_CASES = [
     ("methods", "scclip_abl_no_multilevel_b16_voc"), ("methods", "scclip_abl_l14_no_calibration_no_multilevel_voc"),
     (".", "b16_voc_like"), (".", "b16_whole_image"), (".", "l14_whole_image"),
     ("init_commit", "b16_voc_like"), ("init_commit", "b16_whole_image"),
+    ("resclip", "resclip_b16_voc21"), ("resclip", "resclip_b16_context60"),
 ]
 
 
@@ -246,7 +268,7 @@ def golden_case(root: Path, folder: str, name: str) -> tuple[dict, Path, Path, P
     """(settings, checkpoint, image, classes file) of a golden case."""
     case_file = root / folder / f"{name}.json"
     meta = json.loads(case_file.read_text())
-    if folder == "methods":
+    if folder in ("methods", "resclip"):
         settings = {key: value for key, value in meta["settings"].items() if key != "method"}
         method, image = meta["method"], golden_file(case_file.parent / meta["image"])
         checkpoint = golden_file(case_file.parent / meta["checkpoint"])

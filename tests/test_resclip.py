@@ -65,9 +65,10 @@ def test_chunked_path_check_equals_the_direct_form(grid, labels_count, seed):
     tokens = grid[0] * grid[1]
     assert torch.equal(path_valid(labels[None])[0], expected)
     assert torch.equal(path_valid(labels[None], budget_bytes=1)[0], expected)  # one row of pairs at a time
-    assert torch.equal(path_valid(labels[None], budget_bytes=tokens * 48 * 5)[0], expected)  # uneven chunks
+    pairs_per_row = tokens * grid[1] * 8  # the bytes one row of the grid takes
+    assert torch.equal(path_valid(labels[None], budget_bytes=pairs_per_row * 2)[0], expected)  # uneven chunks
     other = labels.flip(-1)
-    both = path_valid(torch.stack([labels, other]), budget_bytes=tokens * 48 * 7)  # a batch: each crop its own
+    both = path_valid(torch.stack([labels, other]), budget_bytes=pairs_per_row * 6)  # a batch: each crop its own
     assert torch.equal(both[0], expected) and torch.equal(both[1], direct_path_valid(other))
 
 

@@ -14,6 +14,8 @@ MODEL_JSON = "model.json"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "method", "settings", "patch_size", "resize_scale", "normalisation",
                  "prompt_templates", "tokenizer", "graphs", "files")
+# What an image graph takes: the crops, and for ResCLIP also the query features (its first pass).
+IMAGE_INPUTS = (["images"], ["images", "queries"])
 
 
 def sha256_of(path: Path) -> str:
@@ -56,6 +58,9 @@ class ModelFolder:
         if meta["format_version"] != FORMAT_VERSION:
             raise CheckpointError(f"{manifest} is format {meta['format_version']}, this runtime reads format "
                                   f"{FORMAT_VERSION}: export the model again with this scclip")
+        if meta["graphs"]["image"].get("inputs", IMAGE_INPUTS[0]) not in IMAGE_INPUTS:
+            raise CheckpointError(f"{manifest} gives the image graph the inputs {meta['graphs']['image']['inputs']!r}, "
+                                  f"not one of {IMAGE_INPUTS}: export the model again")
         files = meta["files"]
         for name in (meta["graphs"]["image"]["file"], meta["graphs"]["text"]["file"], meta["tokenizer"]["vocabulary"]):
             if name not in files:

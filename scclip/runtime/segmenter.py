@@ -147,7 +147,10 @@ class OnnxSegmenter:
             raise InputError(f"crops must be a B×3×H×W array of normalised RGB images, got {crops.shape}")
         if min(crops.shape[-2:]) < self.patch_size:
             raise InputError(f"crops of size {crops.shape[-2:]} are smaller than one {self.patch_size}×{self.patch_size} patch")
-        return self.image_session.run(["features"], {"images": crops})[0]
+        feeds = {"images": crops}
+        if "queries" in self.folder.meta["graphs"]["image"].get("inputs", []):  # ResCLIP's first pass
+            feeds["queries"] = self.query_features
+        return self.image_session.run(["features"], feeds)[0]
 
     def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False) -> np.ndarray:
         """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size` and `pad`)."""
