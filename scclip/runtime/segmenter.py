@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..bpe import token_rows, tokenizer_from_file
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
 from ..vocabulary import Vocabulary, vocabulary_lines
@@ -21,6 +21,16 @@ from .fullsize import FullSize
 PAMR_STEPS = 10  # scclip.api: PAMR's steps when `pamr=True`
 DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole images
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+
+
+def graph_refusal(file: os.PathLike, reason: str) -> str:
+    """One line for a graph ONNX Runtime will not load: its external data outside the folder (ONNX Runtime
+    checks every location, links resolved, against the graph's folder), or any other reason, shortened."""
+    reason = " ".join(reason.split())
+    if "escapes model directory" in reason or "Absolute path not allowed" in reason:
+        return (f"{file} reads its weights from a file outside the model folder, which ONNX Runtime refuses: "
+                "export the model again (scclip export writes no external data)")
+    return f"{file} is not a graph ONNX Runtime can load ({reason[:200]}): export the model again"
 
 
 class OnnxSegmenter:
@@ -112,10 +122,15 @@ class OnnxSegmenter:
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        file = self.folder.file(name)
         try:
-            return ort.InferenceSession(str(self.folder.file(name)), options, providers=self.providers)
+            return ort.InferenceSession(str(file), options, providers=self.providers)
         except ValueError as error:  # an unknown provider name
             raise InputError(f"providers={self.providers}: {' '.join(str(error).split())[:200]}") from None
+        except Exception as error:  # ONNX Runtime's own: Fail, InvalidGraph, InvalidProtobuf, ... (not RuntimeErrors)
+            if not type(error).__module__.startswith("onnxruntime"):
+                raise
+            raise CheckpointError(graph_refusal(file, str(error))) from None
 
     @property
     def num_classes(self) -> int:
