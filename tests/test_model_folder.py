@@ -119,33 +119,53 @@ def test_the_scclip_command_and_the_web_page_refuse_the_same_way(tiny_export, tm
     assert capsys.readouterr().err == expected
 
 
-def test_a_graph_whose_external_data_lies_outside_the_folder_is_refused_in_one_line(tiny_export, tmp_path, capsys):
+def rechecksummed(folder: Path, name: str) -> None:
+    """model.json's checksum of `name` made to match the file now there (as a stranger making a folder would)."""
+    from scclip.runtime.folder import sha256_of
+
+    meta = json.loads((folder / "model.json").read_text())
+    meta["files"][name] = sha256_of(folder / name)
+    (folder / "model.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("where", ["parent", "absolute", "link"])
+def test_a_graph_whose_external_data_lies_outside_the_folder_is_refused_in_one_line(tiny_export, tmp_path, capsys,
+                                                                                    where):
     """The attack of the issue: a folder whose model.json checksums a graph that reads its weights from a file
-    outside the folder (made with onnx's external-data helpers); ONNX Runtime's refusal becomes one line."""
+    outside the folder, by '..', an absolute path or a link in the folder (made with onnx's external-data
+    helpers). ONNX Runtime 1.32 refuses these itself, but 1.20 reads them: the folder check refuses any
+    external data, in one line, whatever ONNX Runtime is installed."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     from onnx.external_data_helper import set_external_data
 
-    from scclip.runtime.folder import sha256_of
-
     folder = Path(shutil.copytree(tiny_export[0], tmp_path / "model"))
     secret = tmp_path / "secret.bin"
     secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    location = {"parent": "../secret.bin", "absolute": str(secret), "link": "weights.bin"}[where]
+    (folder / "weights.bin").symlink_to(secret)
     weight = numpy_helper.from_array(np.zeros(4, np.float32), "w")
-    set_external_data(weight, location="../secret.bin")
+    set_external_data(weight, location=location)
     weight.ClearField("raw_data")
     weight.data_location = TensorProto.EXTERNAL
     graph = helper.make_graph([helper.make_node("Add", ["tokens", "w"], ["features"])], "text",
                               [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, [4])],
                               [helper.make_tensor_value_info("features", TensorProto.FLOAT, [4])], [weight])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "text_encoder.onnx")
-    meta = json.loads((folder / "model.json").read_text())
-    meta["files"]["text_encoder.onnx"] = sha256_of(folder / "text_encoder.onnx")
-    (folder / "model.json").write_text(json.dumps(meta))
+    rechecksummed(folder, "text_encoder.onnx")
     with pytest.raises(CheckpointError) as error:
         OnnxSegmenter(folder, classes="a,b")
     message = str(error.value)
-    assert "\n" not in message and "text_encoder.onnx" in message and "outside" in message
+    assert "\n" not in message and "text_encoder.onnx reads tensor data from other files" in message
+    assert "outside the model folder" in message
     assert runtime_main(["segment", "--model", str(folder), "--image", str(IMAGE), "--classes", "a,b"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_graph_that_is_not_onnx_is_refused_in_one_line(tiny_export, tmp_path):
+    folder = Path(shutil.copytree(tiny_export[0], tmp_path / "model"))
+    (folder / "image_encoder.onnx").write_bytes(b"\xff" * 64)
+    rechecksummed(folder, "image_encoder.onnx")
+    with pytest.raises(CheckpointError, match=r"image_encoder.onnx is not an ONNX graph \(.*\): export the model again"):
+        ModelFolder.open(folder)

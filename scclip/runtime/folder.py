@@ -206,6 +206,85 @@ def check_manifest(meta: Any, manifest: Path) -> None:
             raise CheckpointError(f"{manifest} lists no checksum for {name}: {again}")
 
 
+# ---------------------------------------------------------------- external data in an ONNX graph
+
+# Where TensorProtos lie in ONNX's protobuf messages (onnx.proto): message → {field number: message}.
+# A tensor whose data is "external" names a file to read; scclip export never writes one.
+_MESSAGES = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "function": {7: "node"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {},
+}
+_TENSOR_EXTERNAL_DATA, _TENSOR_DATA_LOCATION, _EXTERNAL = 13, 14, 1
+
+
+def _varint(data: memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 63:
+            raise ValueError("a truncated or malformed number")
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at, shift = at + 1, shift + 7
+        if not byte & 0x80:
+            return value, at
+
+
+def uses_external_data(data: memoryview, message: str = "model") -> bool:
+    """Whether any tensor of a serialised ONNX message (a graph file's bytes) keeps its data in another file.
+
+    A walk of the protobuf wire format through the messages that hold tensors (`_MESSAGES`), skipping
+    everything else by its length, so that it needs neither the onnx package nor a copy of the weights.
+    Raises ValueError on bytes that are not a protobuf message.
+    """
+    at, fields = 0, _MESSAGES[message]
+    while at < len(data):
+        key, at = _varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(data, at)
+            if message == "tensor" and number == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
+                return True
+        elif wire == 2:
+            length, at = _varint(data, at)
+            if at + length > len(data):
+                raise ValueError("a field runs past the end")
+            if message == "tensor" and number == _TENSOR_EXTERNAL_DATA:
+                return True
+            if number in fields and uses_external_data(data[at : at + length], fields[number]):
+                return True
+            at += length
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"wire type {wire}")
+    return False
+
+
+def check_graph_file(file: Path) -> None:
+    """Refuse a graph whose tensors read data from other files, by a path that may lead anywhere (ONNX Runtime
+    1.20 follows `..`, absolute paths and links out of the folder; 1.32 refuses them), or no protobuf at all."""
+    import mmap
+
+    try:
+        with open(file, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            view = memoryview(mapped)
+            try:
+                external = uses_external_data(view)
+            finally:
+                view.release()
+    except (ValueError, RecursionError, OSError) as error:
+        raise CheckpointError(f"{file} is not an ONNX graph ({error}): export the model again") from None
+    if external:
+        raise CheckpointError(f"{file} reads tensor data from other files (ONNX external data), which an exported "
+                              "model never does and which may lie outside the model folder: export the model again")
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     """The folder and its model.json (every field checked), every file it lists present and unchanged (SHA-256)."""
@@ -240,6 +319,8 @@ class ModelFolder:
             if sha256_of(file) != expected:
                 raise CheckpointError(f"{file} differs from the file {MODEL_JSON} was written with (SHA-256): "
                                       "it is damaged or altered, copy the folder again or export again")
+        for graph in ("image", "text"):
+            check_graph_file(path / meta["graphs"][graph]["file"])
         return cls(path, meta)
 
     def file(self, name: str) -> Path:

@@ -23,16 +23,6 @@ DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-def graph_refusal(file: os.PathLike, reason: str) -> str:
-    """One line for a graph ONNX Runtime will not load: its external data outside the folder (ONNX Runtime
-    checks every location, links resolved, against the graph's folder), or any other reason, shortened."""
-    reason = " ".join(reason.split())
-    if "escapes model directory" in reason or "Absolute path not allowed" in reason:
-        return (f"{file} reads its weights from a file outside the model folder, which ONNX Runtime refuses: "
-                "export the model again (scclip export writes no external data)")
-    return f"{file} is not a graph ONNX Runtime can load ({reason[:200]}): export the model again"
-
-
 class OnnxSegmenter:
     """Open-vocabulary segmentation of single images with an exported model (`scclip export`), without torch.
 
@@ -130,7 +120,8 @@ class OnnxSegmenter:
         except Exception as error:  # ONNX Runtime's own: Fail, InvalidGraph, InvalidProtobuf, ... (not RuntimeErrors)
             if not type(error).__module__.startswith("onnxruntime"):
                 raise
-            raise CheckpointError(graph_refusal(file, str(error))) from None
+            reason = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"{file} is not a graph ONNX Runtime can load ({reason}): export the model again") from None
 
     @property
     def num_classes(self) -> int:
