@@ -622,16 +622,18 @@ class WebDemo:
     def check_files(self, inputs: Sequence[Any]) -> None:
         """Refuse a request any of whose inputs, at any depth, is a file payload (a dict with a "path") that is
         not a file uploaded to this page: `NOT_UPLOADED`, the one answer to every foreign path."""
-        for value in inputs:
+        pending = list(inputs)  # a stack, not recursion: a request may nest its JSON deeply
+        while pending:
+            value = pending.pop()
             if isinstance(value, dict):
                 if "path" in value:
                     try:
                         uploaded_path(value, self.upload_root)
                     except ScclipError as error:
                         raise self.gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
-                self.check_files(list(value.values()))
+                pending.extend(value.values())
             elif isinstance(value, list):
-                self.check_files(value)
+                pending.extend(value)
 
     def build(self) -> Any:
         gr = self.gr

@@ -840,3 +840,22 @@ def test_onnx_page_answers_like_the_runtime_and_refuses_raw_paths_without_torch(
     assert code == 0, output
     assert "IsADirectoryError" not in output and "shutdown failed" not in output, output
     assert not app.temp_root.exists()
+
+
+def test_file_payloads_are_checked_in_every_input_at_any_depth(tmp_path, monkeypatch):
+    """`WebDemo.check_files` (run before Gradio's own processing of a request) refuses a foreign path wherever
+    it sits in the request, passes an upload, and walks deep nesting without recursion."""
+    uploads = tmp_path / "gradio"
+    (uploads / "0a1b").mkdir(parents=True)
+    photo = uploads / "0a1b" / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    page = WebDemo.__new__(WebDemo)  # only the upload folder and Gradio are needed here
+    page.gr, page.upload_root = __import__("gradio"), uploads
+    page.check_files([{"path": str(photo), "meta": {"_type": "gradio.FileData"}}, "cat", None, 0.5])
+    deep: list = [{"path": "http://127.0.0.1:9/x.png"}]
+    for _ in range(5000):
+        deep = [deep]
+    for inputs in (["cat", {"a": [{"path": str(uploads)}]}], [None, deep]):
+        with pytest.raises(page.gr.Error) as error:
+            page.check_files(inputs)
+        assert error.value.message == NOT_UPLOADED
