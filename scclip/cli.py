@@ -102,7 +102,7 @@ def delegated_main(command: str):
         from .predict import main as predict_main
 
         return predict_main
-    from .evaluation.command import main as eval_main
+    from .evaluation.command import command_main as eval_main
 
     return eval_main
 
