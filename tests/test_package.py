@@ -61,6 +61,27 @@ def test_installed_command_segments_with_a_named_vocabulary(installed, tiny_chec
     assert api.stdout.strip().splitlines()[-1] == "background"
 
 
+@pytest.mark.slow
+def test_installed_command_evaluates_a_folder_benchmark_by_key(installed, tiny_checkpoint_path, tmp_path):
+    """`scclip eval --config custom --data-root DIR` from an empty folder: the configs ship inside the package."""
+    from test_eval_onnx import make_folder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    root = make_folder(tmp_path / "mine")
+    work = tmp_path / "work"
+    evaluate = run_installed(installed, empty, str(installed / "bin" / "scclip"), "eval", "--config", "custom",
+                             "--data-root", str(root), "--backbone", str(tiny_checkpoint_path), "--device", "cpu",
+                             "--work-dir", str(work), "--cfg-options", "test_dataloader.num_workers=0",
+                             "test_dataloader.persistent_workers=False")
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    (metrics,) = work.glob("cfg_custom-*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["config"].startswith(str(installed)) and record["num_images"] == 3
+    assert 0 <= record["metrics"]["mIoU"] <= 100
+    assert list(empty.iterdir()) == [], "nothing is written where the command runs"
+
+
 TORCH_SIDE = {"torch", "torchvision", "mmcv", "mmcv-lite", "mmengine", "mmsegmentation", "open-clip-torch", "timm"}
 
 

@@ -770,9 +770,9 @@ def test_onnx_pool_shares_one_model_and_encodes_a_vocabulary_once(tiny_export, m
     [
         (["--runtime", "onnx"], "--runtime onnx needs --model DIR, a folder written by scclip export"),
         (["--runtime", "onnx", "--model", "m", "--method", "naclip"],
-         "--runtime onnx serves the method and backbone exported to m: drop --backbone, --clip-arch and --method"),
-        (["--runtime", "onnx", "--model", "m", "--backbone", "ViT-L/14"], "--runtime onnx serves the method and"),
-        (["--model", "m"], "--model m is an exported model folder: add --runtime onnx to serve it"),
+         "--runtime onnx runs the method and backbone exported to m: drop --method (export another model"),
+        (["--runtime", "onnx", "--model", "m", "--backbone", "ViT-L/14"], "--runtime onnx runs the method and"),
+        (["--model", "m"], "--model m is an exported model folder: add --runtime onnx to run it"),
     ],
 )
 def test_web_runtime_onnx_refuses_what_the_export_fixes_in_one_line(arguments, message, capsys):

@@ -127,7 +127,7 @@ SCHEMA: dict[str, tuple[bool, Check]] = {
     "graphs": (True, OBJECT),
     **{f"graphs.{graph}": (True, OBJECT) for graph in ("image", "text")},
     **{f"graphs.{graph}.{name}": rule for graph in ("image", "text") for name, rule in GRAPH_FIELDS.items()},
-    "precision": (False, text()),  # a record: 'fp32', 'fp16', or what a tool that altered the graphs says
+    "precision": (True, text()),  # recorded by predict.py and eval: "fp32", "fp16", or a note of a later tool
     "opset": (False, whole(1)),
     "exporter": (False, text()),
     "parity": (False, OBJECT),
