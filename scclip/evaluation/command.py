@@ -56,7 +56,7 @@ from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_i
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
-from scclip.evaluation.configs import config_keys, resolve_config
+from scclip.benchmarks import config_keys, resolve_config
 from scclip.launch import choose_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
