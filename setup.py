@@ -2,7 +2,7 @@
 
 configs/ stays where `python eval.py` and dist_test.sh read it, and is the one copy: the wheel maps
 it (and each method's folder in it) to scclip/configs/, where `scclip eval --config NAME` finds it
-once installed (scclip/evaluation/configs.py). Everything else is declared in pyproject.toml.
+once installed (scclip/benchmarks.py). Everything else is declared in pyproject.toml.
 """
 from pathlib import Path
 

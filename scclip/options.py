@@ -30,7 +30,13 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """--runtime torch|onnx and --model DIR (an exported model folder)."""
     parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
                         help="torch (default), or onnx: run an exported model folder (--model) with ONNX Runtime")
-    parser.add_argument("--model", type=Path, metavar="DIR", help="with --runtime onnx: the folder `scclip export` wrote")
+    add_model_option(parser, help="with --runtime onnx: the folder `scclip export` wrote")
+
+
+def add_model_option(parser: argparse.ArgumentParser, required: bool = False,
+                     help: str = "the exported model folder (scclip export)") -> None:
+    """--model DIR: an exported model folder."""
+    parser.add_argument("--model", type=Path, metavar="DIR", required=required, help=help)
 
 
 def add_device_option(parser: argparse.ArgumentParser) -> None:

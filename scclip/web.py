@@ -50,6 +50,7 @@ from .benchmarks import BENCHMARKS
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .result import SegmentationResult
+from .options import onnx_providers
 from .settings import DEFAULTS, MODEL_SETTINGS, Setting, check_value
 from .vocabulary import SAMPLE_CLASSES, SAMPLE_IMAGE, SYNONYM_SEPARATOR, parse_classes, vocabulary_lines
 
@@ -753,8 +754,7 @@ def serve(
             raise InputError(f"the exported model {model} fixes the method and its settings: leave out {given} "
                              "(export another model to change them)")
         methods = []
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
-        pool = OnnxSegmenterPool(model, providers=providers, slide=None if slide else False,
+        pool = OnnxSegmenterPool(model, providers=onnx_providers(device), slide=None if slide else False,
                                  encode_budget=limits.max_names)
         pamr = pamr or pool.model.pamr_steps > 0
         prob_thd = prob_thd or pool.model.prob_thd

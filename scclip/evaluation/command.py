@@ -56,7 +56,7 @@ from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_i
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
-from scclip.evaluation.configs import config_keys, resolve_config
+from scclip.benchmarks import config_keys, resolve_config
 from scclip.launch import choose_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
@@ -72,7 +72,7 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 RUNNER_NUMBERS = itertools.count(1)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scclip eval", description="Evaluate a benchmark config (mIoU); resumable.")
     parser.add_argument("--config", metavar="NAME|PATH",
                         help=f"a benchmark by its key ({', '.join(config_keys())}: the shipped config) or a config "
@@ -106,6 +106,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
                              "differ most, in SHOW_DIR (else WORK_DIR)/compare-<A>-vs-<B>/")
     parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.compare is not None and (args.config is not None or args.summary is not None):
         parser.error("--compare reads two finished runs: give it without --config and --summary")

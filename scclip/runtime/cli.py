@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     segment = commands.add_parser("segment", help="segment an image or a folder of images",
                                   description="Segment images with an exported model folder (scclip export).")
-    segment.add_argument("--model", type=Path, required=True, metavar="DIR", help="the exported model folder")
+    options.add_model_option(segment, required=True)
     options.add_device_option(segment)
     options.add_image_option(segment, required=True)
     options.add_vocabulary_options(segment)
