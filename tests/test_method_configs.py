@@ -416,9 +416,10 @@ def test_ablation_table_of_all_eight_benchmarks_uses_the_published_means(tmp_pat
 
 
 def test_resclip_ablation_runs_the_same_config_with_the_backbone_option(monkeypatch):
+    from scclip.evaluation import command as eval_command
+
     commands = []
-    monkeypatch.setitem(sys.modules, "eval", type(sys)("eval"))
-    sys.modules["eval"].main = lambda command: commands.append(command) or 0
+    monkeypatch.setattr(eval_command, "main", lambda command: commands.append(command) or 0)
     args, _ = ablation.parse_args(["--backbone", "ViT-L/14", "--work-dir", "w"])
     variants = {variant.name: variant for variant in ablation.VARIANTS}
     assert ablation.evaluate(variants["resclip_no_sfr"], "voc21", args, [])
