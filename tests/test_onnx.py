@@ -107,7 +107,7 @@ def test_a_model_folder_with_unknown_image_inputs_is_refused(tiny_export, tmp_pa
     meta = json.loads((folder / MODEL_JSON).read_text())
     meta["graphs"]["image"]["inputs"] = ["images", "masks"]
     (folder / MODEL_JSON).write_text(json.dumps(meta))
-    with pytest.raises(CheckpointError, match=r"graphs.image.inputs is \["images", "masks"\], it must be \["images"\]"):
+    with pytest.raises(CheckpointError, match=r'graphs.image.inputs is \["images", "masks"\], it must be \["images"\]'):
         OnnxSegmenter(folder, classes="cat,dog")
 
 
