@@ -220,7 +220,7 @@ def smooth_rows(rows: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     padded = F.pad(rows, (half, half))
     smoothed = taps[0] * padded[..., :length]
     for offset in range(1, len(taps)):
-        smoothed = smoothed + taps[offset] * padded[..., offset : offset + length]
+        smoothed.addcmul_(padded[..., offset : offset + length], taps[offset])
     return smoothed
 
 
