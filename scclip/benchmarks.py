@@ -164,6 +164,13 @@ def config_keys() -> list[str]:
     return [*BENCHMARKS, FOLDER_KEY]
 
 
+def one_config_for_every_backbone(folder: Path) -> bool:
+    """Whether a method's config folder serves every backbone with one config per benchmark (its release.py
+    sets `settings_for_every_backbone = True`, as ResCLIP's: its release runs ViT-L/14 through --backbone)."""
+    release = folder / "release.py"
+    return release.is_file() and "\nsettings_for_every_backbone = True\n" in f"\n{release.read_text(encoding='utf-8')}"
+
+
 def resolve_config(name_or_path: str, method: str | None = None, suffix: str = "") -> str:
     """The config file `--config` names: a path as given, or a key's config (see the module docstring).
 
@@ -178,6 +185,8 @@ def resolve_config(name_or_path: str, method: str | None = None, suffix: str = "
     if name_or_path == FOLDER_KEY:
         return str(root / f"cfg_{FOLDER_KEY}.py")
     candidates = [root / method / f"cfg_{name_or_path}{suffix}.py"] if method else []
+    if method and one_config_for_every_backbone(root / method):
+        candidates.append(root / method / f"cfg_{name_or_path}.py")
     candidates += [root / f"cfg_{name_or_path}{suffix}.py", root / f"cfg_{name_or_path}.py"]
     for candidate in candidates:
         if candidate.is_file():

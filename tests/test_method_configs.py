@@ -242,6 +242,8 @@ def test_resclip_runs_vit_l14_by_the_backbone_option_with_its_published_numbers(
             test_eval.eval_script.parse_args(["--config", config, "--backbone", "ViT-L/14"]), "cpu")
         assert cfg.model.to_dict() == {**own.model.to_dict(), "clip_path": "ViT-L/14"} and cfg.backbone == "ViT-L/14"
     assert capsys.readouterr().err == ""  # no note that ViT-L/14 has settings of its own
+    by_key = test_eval.eval_script.parse_args(["--config", "city_scapes", "--backbone", "ViT-L/14", "--method", "resclip"])
+    assert by_key.config.endswith("configs/resclip/cfg_city_scapes.py")
     published = release("resclip")["miou"]
     for backbone, key in (("ViT-B/16", "vit_b16"), ("ViT-L/14", "vit_l14")):
         assert {benchmark: published_miou("resclip", backbone)[benchmark] for benchmark in BENCHMARKS} == {
