@@ -642,14 +642,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def load_segmenter(args: argparse.Namespace, lines: list[str], device: str):
     """The model of --runtime: PyTorch's `Segmenter`, or the torch-free runtime's `OnnxSegmenter` on --model;
-    both label a batch with `predictions`."""
+    both label a batch with `predictions`. ONNX Runtime takes $OMP_NUM_THREADS threads per graph when it is
+    set, as PyTorch does (else its own default)."""
     if args.runtime == "onnx":
         from scclip import options
         from scclip.runtime import OnnxSegmenter
 
+        threads = os.environ.get("OMP_NUM_THREADS", "")
         return OnnxSegmenter(args.model, classes=lines, providers=options.onnx_providers(device),
                              pamr=True if args.pamr else None, prob_thd=args.settings.get("prob_thd"),
-                             slide=False if args.no_slide else None)
+                             slide=False if args.no_slide else None, threads=int(threads) if threads.isdigit() else None)
     from scclip.api import Segmenter
 
     return Segmenter(args.backbone, classes=lines, device=device, pamr=args.pamr, slide=not args.no_slide,
