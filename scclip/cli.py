@@ -135,16 +135,16 @@ def run(args: argparse.Namespace) -> int:
         check_vocabulary_arguments(args.classes, args.vocab, args.image or SAMPLE_IMAGE)
     lines = vocabulary_lines(classes, args.vocab)
     options.check_runtime(args, ("backbone", "clip_arch", "method"))
-    if args.runtime == "onnx":
-        load = lambda: onnx_segmenter(args, lines)  # noqa: E731
-    else:
-        settings = torch_settings(args)
+    settings = torch_settings(args) if args.runtime == "torch" else None  # checked before any path is
 
-        def load():
-            from .api import Segmenter
+    def load():
+        if settings is None:
+            return onnx_segmenter(args, lines)
+        from .api import Segmenter
 
-            return Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr, slide=not args.no_slide,
-                             clip_arch=args.clip_arch, method=args.method, **settings)
+        return Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr, slide=not args.no_slide,
+                         clip_arch=args.clip_arch, method=args.method, **settings)
+
     return segment_and_save(args.image or SAMPLE_IMAGE, args.out, args.recursive, args.save_mask, load)
 
 

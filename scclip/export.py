@@ -336,20 +336,6 @@ def _check_graph(path: Path) -> None:
         raise ExportError(f"{path.name} fails onnx.checker: {' '.join(str(error).split())[:200]}") from None
 
 
-def parse_setting(text: str) -> tuple[str, Any]:
-    """'NAME=VALUE' → (name, value): JSON values (numbers, true/false, null, lists), else the text itself."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise InputError(f"--setting {text!r} is not NAME=VALUE, e.g. --setting prob_thd=0.3")
-    value = value.strip()
-    aliases = {"True": "true", "False": "false", "None": "null"}
-    try:
-        parsed = json.loads(aliases.get(value, value))
-    except json.JSONDecodeError:
-        parsed = value
-    return name.strip(), parsed
-
-
 def _prepare_folder(out: Path) -> None:
     """Refuse an output that is a file, or a non-empty folder that holds no earlier export."""
     if out.exists() and not out.is_dir():

@@ -1,11 +1,11 @@
 """Label a whole collection of images (pseudo-labels): `python predict.py`, on one process or many.
 
-    python predict.py --images photos/ --vocab ade20k --backbone ViT-B/16 --out labels/
-    python predict.py --images photos/ --classes "sky,tree,road" --out labels/ --recursive --scores
-    torchrun --nproc_per_node=8 predict.py --images photos/ --vocab ade20k --out labels/ --launcher pytorch
+    python predict.py --image photos/ --vocab ade20k --backbone ViT-B/16 --out labels/
+    python predict.py --image photos/ --classes "sky,tree,road" --out labels/ --recursive --scores
+    torchrun --nproc_per_node=8 predict.py --image photos/ --vocab ade20k --out labels/ --launcher pytorch
 
 What OUT holds:
-- `<path of the image relative to --images, without extension>.png`: its labels (pixel = class
+- `<path of the image relative to --image, without extension>.png`: its labels (pixel = class
   index), the very file `scclip segment --save-mask` writes for that image and settings (a palette
   PNG up to 256 classes, 16-bit grayscale beyond). Images whose names differ only in their extension
   keep it, as the demo does (`shot_jpg.png`, `shot_png.png`).
@@ -13,7 +13,7 @@ What OUT holds:
   behind the labels (softmax over the queries, max over each class's names, then the method's
   post-processing: PAMR, `area_thd`), computed at the inference size h×w (short side 336, as the
   model saw the image; not the image's own size) and stored as float16.
-- `predictions.jsonl`: one line per image, sorted by path: `path` (relative to --images), `mask`
+- `predictions.jsonl`: one line per image, sorted by path: `path` (relative to --image), `mask`
   (and `scores`) relative to OUT, `size` {width, height}, `shares` (pixel share of each class
   present), `seconds` spent on it (reading, its part of a batch's encoding, labels, writing).
   Lines of images since removed from the folder stay (so do their files).

@@ -1,5 +1,7 @@
-"""Evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
+"""`scclip eval` (`python eval.py`): evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
 
+    scclip eval --config voc21 [--backbone ViT-L/14] [--method clearclip] [--set prob_thd=0.2]
+    scclip eval --config custom --data-root DIR [--runtime onnx --model exported/]
     python eval.py --config configs/cfg_voc21.py [--work-dir work_dirs] [--show-dir vis]
     python eval.py --config configs/cfg_voc21.py --resume        # continue an interrupted run
     python eval.py --config configs/cfg_voc21.py --check-data    # read every file of the split first
