@@ -150,6 +150,12 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
+def call_threshold(args: argparse.Namespace, settings: dict[str, Any]) -> float | None:
+    """The per-call `prob_thd`: --prob-thd, else `--set prob_thd=...` (taken out of `settings`), else None."""
+    given = settings.pop("prob_thd", None)
+    return given if args.prob_thd is None else args.prob_thd
+
+
 def onnx_providers(device: str | None) -> list | None:
     """ONNX Runtime's execution providers for --device (None: its default, the CPU); 'cuda:N' (a process of
     a distributed job) runs on GPU N."""
