@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..bpe import token_rows, tokenizer_from_file
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
 from ..vocabulary import Vocabulary, vocabulary_lines
@@ -112,10 +112,16 @@ class OnnxSegmenter:
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        file = self.folder.file(name)
         try:
-            return ort.InferenceSession(str(self.folder.file(name)), options, providers=self.providers)
+            return ort.InferenceSession(str(file), options, providers=self.providers)
         except ValueError as error:  # an unknown provider name
             raise InputError(f"providers={self.providers}: {' '.join(str(error).split())[:200]}") from None
+        except Exception as error:  # ONNX Runtime's own: Fail, InvalidGraph, InvalidProtobuf, ... (not RuntimeErrors)
+            if not type(error).__module__.startswith("onnxruntime"):
+                raise
+            reason = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"{file} is not a graph ONNX Runtime can load ({reason}): export the model again") from None
 
     @property
     def num_classes(self) -> int:
