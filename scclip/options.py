@@ -185,12 +185,11 @@ def check_runtime(args: argparse.Namespace, torch_only: tuple[str, ...] = ()) ->
                          "(export another model to change them)")
 
 
-def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object,
-                    changeable: tuple[str, ...] = ()) -> None:
-    """Refuse, in one line naming the exported value, a setting the exported model cannot change
-    (everything but `changeable`) given with another value than it was exported with."""
+def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object) -> None:
+    """Refuse, in one line naming the exported value, a setting given with another value than the exported
+    model in `model` was exported with (the callers leave out what acts after the graphs)."""
     for name, value in settings.items():
-        if name in changeable or exported.get(name) == value:
+        if exported.get(name) == value:
             continue
         if name not in exported:
             raise InputError(f"{name}={value!r}: the model exported to {model} has no setting {name!r} "
