@@ -19,6 +19,7 @@ from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip.model import VisionTransformer
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
+from .vfm import DEFAULT_VFM
 
 SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation", "multi_level_fusion")
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
@@ -48,6 +49,8 @@ class MethodSpec:
         renormalise_scores: stored class scores are divided by their sum over classes (NACLIP).
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
         checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
+        refuses: shared settings the release does not have (e.g. ProxyCLIP's area_thd and PAMR): accepted only
+            at their default (off) value, any other value is refused in one line.
     """
 
     name: str
@@ -58,6 +61,7 @@ class MethodSpec:
     renormalise_scores: bool = False
     resize_through_input: bool = False
     checks: tuple[Callable[[Mapping[str, Any]], None], ...] = field(default=())
+    refuses: tuple[str, ...] = ()
 
 
 def calibration_defaults(depth: int) -> tuple[dict, str]:
@@ -110,6 +114,14 @@ def _scclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> n
     return SCCLIPEncoder(visual, CalibrationConfig(**{name: settings[name] for name in (*CALIBRATION_SETTINGS, *SWITCHES)}))
 
 
+def _proxyclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> nn.Module:
+    from .dino import load_vfm
+    from .proxyclip import ProxyCLIPEncoder
+
+    return ProxyCLIPEncoder(visual, load_vfm(settings["vfm"], settings["vfm_path"]), beta=settings["proxy_beta"],
+                            gamma=settings["proxy_gamma"], pad_multiple=settings["pad_multiple"])
+
+
 def _check_naclip(settings: Mapping[str, Any]) -> None:
     if settings["attention"] == "csa" and settings["naclip_arch"] != "vanilla":
         raise InputError("attention='csa' needs naclip_arch='vanilla' (as in NACLIP's release)")
@@ -144,6 +156,13 @@ METHODS: dict[str, MethodSpec] = {
             "NACLIP (Hajimiri et al., WACV 2025), sinahmr/NACLIP@0cac3a651f75",
             {"naclip_arch": "reduced", "attention": "naclip", "gaussian_std": 5.0}, _naclip_encoder,
             renormalise_scores=True, resize_through_input=True, checks=(_check_naclip,),
+        ),
+        MethodSpec(
+            "proxyclip", "last block attends CLIP's values with a VFM's (DINO's) patch similarities, at the VFM's grid",
+            "ProxyCLIP (Lan et al., ECCV 2024), mc-lan/ProxyCLIP@e7b767fbc58e; VFM DINO ViT-B/8, "
+            "facebookresearch/dino@7c446df5b9f4",
+            {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
+            _proxyclip_encoder, refuses=("area_thd", "pamr_steps", "pamr_stride", "pad_to_patch"),
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

@@ -77,6 +77,8 @@ def run_identity(cfg: Mapping, image_paths: Sequence[str], precision: str) -> di
     model = {key: value for key, value in cfg["model"].items() if predictive(key)}
     model.setdefault("method", DEFAULT_METHOD)
     model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
+    if model.get("vfm_path") is not None:  # ProxyCLIP's VFM file: named by its content, as the checkpoint
+        model["vfm_path"] = checkpoint_digest(str(model["vfm_path"]))
     model["precision"] = precision
     if "name_path" in model or "vocabulary" in model:
         vocabulary = vocabulary_sha256(model)

@@ -1,0 +1,82 @@
+"""Vision foundation models (VFMs): ProxyCLIP's second backbone, named like CLIP's (docs/backbones.md#dino).
+
+A VFM is written as a name of `VFM_BACKBONES` (`dino_vitb8`, downloaded on first use) or as a file
+(DINO's `.pth` state dict or a `.safetensors` file). This module is torch-free: the settings
+table reads the names from it; `scclip.dino` builds and runs the model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from difflib import get_close_matches
+from pathlib import Path
+
+from .errors import InputError
+
+# DINO normalises with ImageNet's statistics (RGB in [0, 1]); ProxyCLIP re-normalises CLIP's input to them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_WIDTH = 64  # DINO's ViT-S/B (as CLIP's): heads = width / 64; a state dict does not record it
+
+
+@dataclass(frozen=True)
+class VfmBackbone:
+    """A published VFM under a short name.
+
+    Attributes:
+        name: what `vfm=` and `--vfm` accept.
+        timm_arch: timm's architecture whose layout loads the weights unchanged.
+        url: the official download address.
+        sha256: the file's published SHA-256, or None where the publisher gives none: the digest of
+            the first complete download is then pinned beside the file and every later use checks it.
+        release: the code release whose model the weights belong to.
+        description: what the weights are.
+    """
+
+    name: str
+    timm_arch: str
+    url: str
+    sha256: str | None
+    release: str
+    description: str
+
+    @property
+    def file_name(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+VFM_BACKBONES: dict[str, VfmBackbone] = {
+    backbone.name: backbone
+    for backbone in (
+        VfmBackbone(
+            "dino_vitb8", "vit_base_patch8_224.dino",
+            "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+            None, "facebookresearch/dino@7c446df5b9f4",
+            "DINO ViT-B/8 (Caron et al., ICCV 2021): 12 blocks, 12 heads × 64, patch 8, self-supervised on "
+            "ImageNet-1k; the VFM of ProxyCLIP's published rows",
+        ),
+    )
+}
+DEFAULT_VFM = "dino_vitb8"
+
+
+def vfm_names() -> list[str]:
+    """The VFM names accepted besides files."""
+    return list(VFM_BACKBONES)
+
+
+def parse_vfm(text: str | os.PathLike) -> tuple[str, str | None]:
+    """(`vfm`, `vfm_path`) for a VFM as users write it (`--vfm NAME|FILE`): a name, or a file of that VFM.
+
+    A file is read as the default VFM's architecture (the only one there is); anything else is refused
+    in one line naming the valid names.
+    """
+    text = str(text)
+    if text in VFM_BACKBONES:
+        return text, None
+    if Path(text).is_file():
+        return DEFAULT_VFM, text
+    close = get_close_matches(text, VFM_BACKBONES, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise InputError(f"--vfm {text!r} is neither a VFM name nor a file: {hint}names: {', '.join(VFM_BACKBONES)} "
+                     f"(or a DINO .pth / .safetensors file)")
