@@ -49,8 +49,8 @@ class MethodSpec:
         renormalise_scores: stored class scores are divided by their sum over classes (NACLIP).
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
         checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
-        refuses: shared settings the release does not have (e.g. ProxyCLIP's area_thd and PAMR): accepted only
-            at their default (off) value, any other value is refused in one line.
+        refuses: shared settings the method cannot apply, each with the reason: any value but the
+            setting's default is refused (`scclip.settings.check_settings`).
     """
 
     name: str
@@ -61,7 +61,7 @@ class MethodSpec:
     renormalise_scores: bool = False
     resize_through_input: bool = False
     checks: tuple[Callable[[Mapping[str, Any]], None], ...] = field(default=())
-    refuses: tuple[str, ...] = ()
+    refuses: Mapping[str, str] = field(default_factory=dict)
 
 
 def calibration_defaults(depth: int) -> tuple[dict, str]:
@@ -162,7 +162,10 @@ METHODS: dict[str, MethodSpec] = {
             "ProxyCLIP (Lan et al., ECCV 2024), mc-lan/ProxyCLIP@e7b767fbc58e; VFM DINO ViT-B/8, "
             "facebookresearch/dino@7c446df5b9f4",
             {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
-            _proxyclip_encoder, refuses=("area_thd", "pamr_steps", "pamr_stride", "pad_to_patch"),
+            _proxyclip_encoder, refuses={
+                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"), "its release has no area threshold and no PAMR"),
+                "pad_to_patch": "its windows are padded to pad_multiple (56) instead",
+            },
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

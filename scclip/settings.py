@@ -116,9 +116,10 @@ class Setting:
 
     @property
     def methods(self) -> tuple[str, ...]:
-        """The methods that take it."""
-        return tuple(method for method, spec in _methods().METHODS.items()
-                     if (self.name in spec.settings if self.own else self.name not in spec.refuses))
+        """The methods that take it (a shared setting: all but those that refuse it)."""
+        if self.own:
+            return tuple(method for method, spec in _methods().METHODS.items() if self.name in spec.settings)
+        return tuple(method for method, spec in _methods().METHODS.items() if self.name not in spec.refuses)
 
     def default_for(self, method: str) -> Any:
         """Its default under `method` (a method's own setting: that method's preset)."""
@@ -298,14 +299,14 @@ def model_settings(method: str) -> list[str]:
 
 
 def _check_refused(method: str, name: str, value: Any, prefix: str) -> None:
-    """One line for a shared setting `method`'s release does not have, given a value other than its default."""
-    setting = MODEL_SETTINGS[name]
-    default = setting.default
-    same = value == default or (isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
-                                and list(value) == list(default))
-    if not same:
-        raise InputError(f"method {method!r} takes no {prefix}{name} (given {value!r}): its release has none; "
-                         f"leave it out or at {default!r}")
+    """One line for a shared setting `method` refuses, given a value other than its default (a list equals a tuple)."""
+    default = MODEL_SETTINGS[name].default
+    if value == default or (isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
+                            and list(value) == list(default)):
+        return
+    reason = _methods().get_method(method).refuses[name]
+    raise InputError(f"method {method!r} cannot take {prefix}{name}={value!r}: {reason}; "
+                     f"leave {prefix}{name} at {default!r}")
 
 
 def check_value(name: str, value: Any, label: str | None = None) -> None:
