@@ -58,6 +58,7 @@ from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import check_settings
+from scclip.vfm import add_vfm_option, vfm_settings
 from scclip.visualize import comparison, palette
 
 METRICS_SCHEMA = 1
@@ -90,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clip-arch",
                         help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
                              "pretrained tag given as --backbone")
+    add_vfm_option(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the interrupted run of this command: evaluate only the images not stored yet")
     parser.add_argument("--force", action="store_true",
@@ -252,6 +254,7 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
     cfg = read_config(args.config)
     known_loader_settings = set(cfg.get("test_dataloader", {}))
     apply_backbone(cfg, args)  # before the overrides: --cfg-options model.clip_path=... still wins
+    cfg.model.update(vfm_settings(args.vfm, cfg.model.get("method", DEFAULT_METHOD)))  # --vfm: ProxyCLIP's VFM
     cfg.merge_from_dict(args.cfg_options)
     apply_data_root(cfg, args)
     check_model_settings(dict(cfg.model))

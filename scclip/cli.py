@@ -37,25 +37,30 @@ EXAMPLE_CLASSES = "--classes 'cat,sofa,wall'"
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """The options that choose and configure the model, shared by `segment` and `web`."""
+    """The options that choose and configure the model, shared by `segment`, `web` and predict.py."""
+    from scclip.vfm import add_vfm_option
+
     parser.add_argument("--backbone", default="ViT-B/16",
                         help="CLIP name (ViT-B/16, ViT-L/14, ...), checkpoint file, or open_clip's model:pretrained "
                              "pair (ViT-B-16:laion2b_s34b_b88k, ViT-L-14-quickgelu:metaclip_fullcc) (default: ViT-B/16)")
     parser.add_argument("--clip-arch",
                         help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
                              "pretrained tag given as --backbone")
+    add_vfm_option(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"),
                         help="where to run (default: cuda when available, else cpu)")
     parser.add_argument("--pamr", action="store_true", help="refine the masks with PAMR")
     parser.add_argument("--prob-thd", type=float, default=0.0,
                         help="pixels whose best score is below this go to the first class (default: 0)")
     parser.add_argument("--method", default="scclip",
-                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip")
+                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip, proxyclip")
     parser.add_argument("--no-slide", action="store_true",
                         help="encode the whole image at once instead of 224-pixel sliding windows")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from scclip.vfm import add_vfm_option
+
     parser = argparse.ArgumentParser(prog="scclip", description="SC-CLIP: open-vocabulary segmentation of your images.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     segment = commands.add_parser(
@@ -93,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--backbone", default="ViT-B/16", help="CLIP name or checkpoint file (default: ViT-B/16)")
     export.add_argument("--clip-arch", help="open_clip architecture of an open_clip checkpoint file or tag")
+    add_vfm_option(export)
     export.add_argument("--method", default="scclip",
-                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip")
+                        help="scclip (default) or a baseline: vanilla, maskclip, sclip, clearclip, naclip, proxyclip")
     export.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a maths setting, repeatable: e.g. anomaly_detector=norm, slide_crop=0, prob_thd=0.3")
     export.add_argument("--precision", choices=("fp32", "fp16"), default="fp32", help="graph precision (default: fp32)")
@@ -258,11 +264,12 @@ def save_outputs(result, target: Path, save_mask: bool) -> list[Path]:
 
 
 def scclip_options(args: argparse.Namespace) -> dict:
-    """SC-CLIP's own settings given on the command line: --ablate switches and --anomaly-detector."""
+    """The methods' own settings given on the command line: --ablate switches, --anomaly-detector and --vfm."""
     from scclip.errors import InputError
     from scclip.settings import check_value
+    from scclip.vfm import vfm_settings
 
-    options: dict = ablated_switches(args.ablate, args.method)
+    options: dict = {**ablated_switches(args.ablate, args.method), **vfm_settings(args.vfm, args.method)}
     if args.anomaly_detector is not None:
         if args.method != "scclip":
             raise InputError(f"--anomaly-detector chooses SC-CLIP's anomaly tokens, but --method is {args.method!r}: "
@@ -395,7 +402,7 @@ def onnx_segmenter(args: argparse.Namespace, lines: list[str], method_options: d
         raise InputError("--runtime onnx needs --model DIR, a folder written by scclip export")
     if method_options or args.method != "scclip" or args.clip_arch or args.backbone != "ViT-B/16":
         raise InputError(f"--runtime onnx runs the method and backbone exported to {args.model}: drop --backbone, "
-                         "--method, --ablate and --anomaly-detector (export another model to change them)")
+                         "--method, --vfm, --ablate and --anomaly-detector (export another model to change them)")
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else None
     return OnnxSegmenter(args.model, classes=lines, providers=providers, pamr=True if args.pamr else None,
                          prob_thd=args.prob_thd or None, slide=False if args.no_slide else None)
@@ -404,8 +411,9 @@ def onnx_segmenter(args: argparse.Namespace, lines: list[str], method_options: d
 def run_export(args: argparse.Namespace) -> int:
     """`scclip export`: write the model folder and say where, with the largest difference from PyTorch."""
     from scclip.export import export_model, parse_setting
+    from scclip.vfm import vfm_settings
 
-    settings = dict(parse_setting(text) for text in args.setting)
+    settings = {**dict(parse_setting(text) for text in args.setting), **vfm_settings(args.vfm, args.method)}
     record = export_model(args.backbone, args.out, method=args.method, settings=settings,
                           precision=args.precision, clip_arch=args.clip_arch)
     parity = record["parity"]
@@ -418,14 +426,15 @@ def run_export(args: argparse.Namespace) -> int:
 def run_web(args: argparse.Namespace) -> int:
     """Serve the web demo (scclip/web.py) until interrupted; with --runtime onnx, an exported model without torch."""
     from scclip.errors import InputError
+    from scclip.vfm import vfm_settings
     from scclip.web import Limits, require_gradio, serve
 
     if args.runtime == "onnx":
         if args.model is None:
             raise InputError("--runtime onnx needs --model DIR, a folder written by scclip export")
-        if args.method != "scclip" or args.clip_arch or args.backbone != "ViT-B/16":
+        if args.method != "scclip" or args.clip_arch or args.vfm or args.backbone != "ViT-B/16":
             raise InputError(f"--runtime onnx serves the method and backbone exported to {args.model}: drop "
-                             "--backbone, --clip-arch and --method (export another model to change them)")
+                             "--backbone, --clip-arch, --vfm and --method (export another model to change them)")
     elif args.model is not None:
         raise InputError(f"--model {args.model} is an exported model folder: add --runtime onnx to serve it")
     require_gradio()  # before the model loads: without Gradio, say what to install
@@ -435,7 +444,8 @@ def run_web(args: argparse.Namespace) -> int:
               slide=not args.no_slide, limits=limits, model=args.model)
     else:
         serve(args.backbone, host=args.host, port=args.port, device=args.device, method=args.method, pamr=args.pamr,
-              prob_thd=args.prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch)
+              prob_thd=args.prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch,
+              **vfm_settings(args.vfm, args.method))
     return 0
 
 

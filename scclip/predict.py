@@ -201,8 +201,13 @@ def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict
     from scclip.clip.pretrained import MODEL_URLS
     from scclip.text_cache import checkpoint_digest
 
+    from scclip.vfm import vfm_settings
+
     backbone = str(args.backbone)
     known = backbone in MODEL_URLS or Path(backbone).is_file()
+    vfm = vfm_settings(args.vfm, args.method)  # --vfm (ProxyCLIP's VFM), a file named by its content
+    vfm_identity = dict(vfm=vfm["vfm"], vfm_sha256=checkpoint_digest(vfm["vfm_path"]) if vfm["vfm_path"] else None) \
+        if vfm else {}
     return dict(
         images=str(args.images.resolve()),
         recursive=args.recursive,
@@ -211,6 +216,7 @@ def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict
         backbone_sha256=checkpoint_digest(backbone) if known else None,
         clip_arch=args.clip_arch,
         method=args.method,
+        **vfm_identity,
         pamr=args.pamr,
         prob_thd=args.prob_thd,
         slide=not args.no_slide,
@@ -668,6 +674,7 @@ def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: st
     from scclip.api import Segmenter
     from scclip.errors import ScclipError
     from scclip.evaluation.interrupts import Interrupted, stop_on_signals
+    from scclip.vfm import vfm_settings
 
     out = args.out
     done_before = len(plan.images) - len(plan.pending)
@@ -682,7 +689,8 @@ def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: st
         print(f"labelling {len(plan.pending)} of {len(plan.images)} images{before} into {out} "
               f"on {world_size} process{'es' * (world_size > 1)}", file=sys.stderr)
     segmenter = Segmenter(args.backbone, classes=lines, device=device, pamr=args.pamr, prob_thd=args.prob_thd,
-                          slide=not args.no_slide, clip_arch=args.clip_arch, method=args.method)
+                          slide=not args.no_slide, clip_arch=args.clip_arch, method=args.method,
+                          **vfm_settings(args.vfm, args.method))
     mine = plan.pending[rank::world_size]
     barrier()  # every model is loaded: the clock starts together
     start = time.perf_counter()

@@ -45,10 +45,9 @@ def proxy_attention(features: torch.Tensor, beta: float, gamma: float) -> tuple[
     logits = (similarity - similarity.mean(dim=(-2, -1), keepdim=True) * beta) * gamma
     masked = logits < 0
     empty_rows = masked.all(dim=-1, keepdim=True)
-    degenerate = empty_rows.flatten(1).any(dim=-1)
-    if degenerate.any():
-        masked = masked & ~(empty_rows & (logits == logits.amax(dim=-1, keepdim=True)))
-    return logits.masked_fill(masked, float("-inf")).softmax(dim=-1), degenerate
+    # No data-dependent branch, so that the export traces one graph: where no row is empty this changes nothing.
+    masked = masked & ~(empty_rows & (logits == logits.amax(dim=-1, keepdim=True)))
+    return logits.masked_fill(masked, float("-inf")).softmax(dim=-1), empty_rows.flatten(1).any(dim=-1)
 
 
 class ProxyCLIPEncoder(nn.Module):
@@ -72,9 +71,21 @@ class ProxyCLIPEncoder(nn.Module):
         self.pad_multiple = pad_multiple
         self._warned = False
 
+    # The mask `A < 0` is a hard threshold: two correct float32 computations (PyTorch and ONNX Runtime) may put an
+    # entry on either side and move that token's feature. The export therefore checks this encoder on crops of
+    # the sample photo, not on noise (whose similarities crowd the threshold: 1.2e-2 apart), and allows 2e-2
+    # (2.8e-3 measured at 336 pixels); on the golden images the runtime meets SPEC §12's tolerance
+    # (tests/test_proxyclip_golden.py).
+    feature_tolerance = 2e-2
+
     @property
     def patch_size(self) -> int:
         return self.visual.patch_size
+
+    @property
+    def feature_stride(self) -> int:
+        """Pixels per dense feature: the VFM's patch (8 for DINO ViT-B/8), not CLIP's."""
+        return self.vfm.patch_size
 
     def output_grid(self, height: int, width: int) -> tuple[int, int]:
         """The grid of the dense features of an H×W window: the VFM's (e.g. 42×42 for 336×336 with DINO/8)."""
@@ -104,7 +115,7 @@ class ProxyCLIPEncoder(nn.Module):
         grid = self.output_grid(*images.shape[-2:])
         features = self.vfm(to_vfm_input(images))
         attention, degenerate = proxy_attention(features, self.beta, self.gamma)
-        if degenerate.any() and not self._warned:
+        if not self._warned and not torch.jit.is_tracing() and degenerate.any():
             self._warned = True
             MMLogger.get_current_instance().warning(
                 f"ProxyCLIP: in {int(degenerate.sum())} of {len(degenerate)} windows of "

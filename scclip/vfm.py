@@ -80,3 +80,27 @@ def parse_vfm(text: str | os.PathLike) -> tuple[str, str | None]:
     hint = f"did you mean {close[0]}? " if close else ""
     raise InputError(f"--vfm {text!r} is neither a VFM name nor a file: {hint}names: {', '.join(VFM_BACKBONES)} "
                      f"(or a DINO .pth / .safetensors file)")
+
+
+VFM_SETTINGS = ("vfm", "vfm_path")  # the segmentor settings `--vfm` sets
+VFM_HELP = ("ProxyCLIP's vision foundation model (--method proxyclip): a name (dino_vitb8, downloaded on first use "
+            "and checked) or its weights file (DINO's .pth or .safetensors) (default: dino_vitb8)")
+
+
+def add_vfm_option(parser) -> None:
+    """`--vfm NAME|FILE`, spelled and explained the same on every command that takes `--backbone`."""
+    parser.add_argument("--vfm", metavar="NAME|FILE", help=VFM_HELP)
+
+
+def vfm_settings(text: str | os.PathLike | None, method: str) -> dict[str, str]:
+    """The segmentor settings of `--vfm` (none when it is not given), refused in one line for a method without a VFM."""
+    if text is None:
+        return {}
+    from .settings import MODEL_SETTINGS
+
+    takes = MODEL_SETTINGS["vfm"].methods
+    if method not in takes:
+        raise InputError(f"--vfm chooses the VFM of {', '.join(takes)}, but the method is {method!r}: "
+                         f"use --method {takes[0]} or leave --vfm out")
+    name, path = parse_vfm(text)
+    return {"vfm": name, "vfm_path": path}

@@ -283,3 +283,30 @@ def test_named_vfm_without_network_says_so_in_one_line(tmp_path, monkeypatch):
     message = str(error.value)
     assert "\n" not in message and "dino_vitbase8_pretrain.pth" in message and "by hand" in message
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.slow  # an export (~20 s) and the runtime on the case's image
+@pytest.mark.parametrize("name", CASES)
+def test_exported_model_meets_the_golden_case(golden_dir, name, tmp_path):
+    """The VFM travels inside image_encoder.onnx; the torch-free runtime meets SPEC §12's tolerance."""
+    from scclip.export import export_model
+    from scclip.runtime import OnnxSegmenter
+    from scclip.runtime.fullsize import FullSize
+
+    case = Case(golden_dir, name)
+    settings = {key: value for key, value in case.meta["settings"].items() if key != "method"}
+    checkpoint = golden_file(golden_dir / "proxyclip" / case.meta["checkpoint"])
+    record = export_model(checkpoint, tmp_path / "model", method="proxyclip",
+                          settings=dict(settings, vfm_path=str(case.vfm_path)), clip_model=clip_model(checkpoint))
+    assert (record["feature_stride"], record["pad_multiple"]) == (8, 56)
+    runtime = OnnxSegmenter(tmp_path / "model", vocab=golden_dir / "proxyclip" / f"{name}_classes.txt")
+    np.testing.assert_allclose(runtime.query_features, case.expected["query_features"], atol=QUERY_ATOL, rtol=0)
+    image = case.image.numpy()
+    prediction = FullSize(runtime.coarse_logits(image), tuple(image.shape[-2:]), runtime.query_to_class,
+                          runtime.num_classes, runtime.logit_scale, runtime.prob_thd, runtime.area_thd,
+                          runtime.pamr_steps, runtime.pamr_stride, runtime.renormalise, image=image)
+    stride = case.meta["probs_stride"]
+    scores = prediction.scores()
+    assert_within_tolerance(scores[:, ::stride, ::stride], case.expected["class_probs_sub"])
+    differ = (prediction.labels() != case.expected["pred"]) & ~case.expected["tie"]
+    assert differ.mean() <= LABEL_SHARE
