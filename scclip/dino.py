@@ -4,13 +4,14 @@ timm's `vit_base_patch8_224.dino` has DINO's layout, so DINO's state dict loads 
 (same 150 key names, strict). At sizes other than the trained 224×224 timm resamples positions
 its own way (`size=`, antialiased), which differs from DINO's by ~0.14; `DinoViT.forward` therefore
 embeds patches and positions itself with DINO's rule (the scale factor (n+0.1)/g, the one CLIP's
-tower uses too) and runs timm's blocks and final norm on the result (docs/backbones.md#dino).
+tower uses too) and runs timm's blocks and final norm on the result (docs/backbones.md#dino-proxyclips-second-backbone).
 """
 from __future__ import annotations
 
 import math
 import os
 import re
+import weakref
 from pathlib import Path
 
 import torch
@@ -27,6 +28,8 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
 REQUIRED_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
                  "blocks.0.mlp.fc1.weight")
 PINNED_SUFFIX = ".sha256"
+# The VFMs in use, by (name, file, size, modification time): shared while some model holds them.
+_LOADED: weakref.WeakValueDictionary[tuple, "DinoViT"] = weakref.WeakValueDictionary()
 
 
 class DinoViT(nn.Module):
@@ -147,7 +150,11 @@ def download_vfm(name: str, root: str | os.PathLike | None = None) -> Path:
 
 def load_vfm(vfm: str, vfm_path: str | os.PathLike | None = None,
              download_root: str | os.PathLike | None = None) -> DinoViT:
-    """The VFM named `vfm` (its weights from `vfm_path` when given, else downloaded), in eval mode on the CPU.
+    """The VFM named `vfm` (its weights from `vfm_path` when given, else downloaded), in eval mode.
+
+    One model per file while any segmentor holds it: the web page keeps a segmentor per vocabulary, and
+    each would otherwise hold its own copy of DINO (a file that changes on disk is read again). The
+    model is never changed after it is built (no gradients, eval mode).
 
     Weights are read as tensors only (`scclip.clip.loading.load_state_dict`: DINO's `.pth` with
     `weights_only`, or `.safetensors`); a file that asks for code is refused.
@@ -157,4 +164,10 @@ def load_vfm(vfm: str, vfm_path: str | os.PathLike | None = None,
     if not path.is_file():
         raise CheckpointError(f"VFM file not found: {path} (give DINO's .pth or .safetensors file, or leave "
                               f"vfm_path out to download {vfm})")
-    return build_dino(load_state_dict(path, kind="DINO"), backbone.timm_arch, str(path))
+    stat = path.stat()
+    key = (vfm, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    model = _LOADED.get(key)
+    if model is None:
+        model = build_dino(load_state_dict(path, kind="DINO"), backbone.timm_arch, str(path))
+        _LOADED[key] = model
+    return model

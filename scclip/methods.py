@@ -163,7 +163,8 @@ METHODS: dict[str, MethodSpec] = {
             "facebookresearch/dino@7c446df5b9f4",
             {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
             _proxyclip_encoder, refuses={
-                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"), "its release has no area threshold and no PAMR"),
+                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"),
+                                "its release has no area threshold and no PAMR"),
                 "pad_to_patch": "its windows are padded to pad_multiple (56) instead",
             },
         ),

@@ -247,8 +247,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("anomaly_detector", Role.MATHS, "how anomaly tokens are found: 'lof' or 'norm' (the first commit)",
             PRESET, "choice", choices=("lof", "norm"), own=True),
     *(Setting(name, Role.MATHS, what, PRESET, "switch", own=True) for name, what in SWITCH_HELP.items()),
-    Setting("vfm", Role.PIPELINE, "ProxyCLIP's vision foundation model, by name (docs/backbones.md#dino)", PRESET,
-            "choice", choices=tuple(VFM_BACKBONES), own=True),
+    Setting("vfm", Role.PIPELINE, "ProxyCLIP's vision foundation model, by name (scclip.vfm.VFM_BACKBONES)",
+            PRESET, "choice", choices=tuple(VFM_BACKBONES), own=True),
     Setting("vfm_path", Role.HARMLESS, "the VFM's weights file, DINO's .pth or .safetensors (None: download vfm; "
             "its SHA-256 names the run)", PRESET, optional=True, own=True),
     Setting("proxy_beta", Role.MATHS, "ProxyCLIP: VFM similarities below proxy_beta × their window's mean are masked",

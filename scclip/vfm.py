@@ -1,4 +1,6 @@
-"""Vision foundation models (VFMs): ProxyCLIP's second backbone, named like CLIP's (docs/backbones.md#dino).
+"""Vision foundation models (VFMs): ProxyCLIP's second backbone, named like CLIP's.
+
+docs/backbones.md#dino-proxyclips-second-backbone says how to get the weights and what they reproduce.
 
 A VFM is written as a name of `VFM_BACKBONES` (`dino_vitb8`, downloaded on first use) or as a file
 (DINO's `.pth` state dict or a `.safetensors` file). This module is torch-free: the settings

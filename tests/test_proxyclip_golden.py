@@ -310,3 +310,11 @@ def test_exported_model_meets_the_golden_case(golden_dir, name, tmp_path):
     assert_within_tolerance(scores[:, ::stride, ::stride], case.expected["class_probs_sub"])
     differ = (prediction.labels() != case.expected["pred"]) & ~case.expected["tie"]
     assert differ.mean() <= LABEL_SHARE
+
+
+def test_segmentors_of_one_vfm_file_share_one_model(tiny_dino_path, tiny_b16_model):
+    """The web page keeps a segmentor per vocabulary: they hold one DINO, not one each."""
+    built = [SCCLIPForSegmentation(clip_path="tiny", vocabulary=[name], device="cpu", clip_model=tiny_b16_model,
+                                   method="proxyclip", vfm_path=str(tiny_dino_path), text_cache=False)
+             for name in ("cat", "dog")]
+    assert built[0].encoder.vfm is built[1].encoder.vfm
