@@ -18,11 +18,12 @@ from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.pretrained import MODEL_URLS
 from .errors import CheckpointError, InputError
+from .benchmarks import inference_scale
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
-from .settings import check_settings
+from .settings import DEFAULTS, check_settings
 from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-free, shared with scclip.runtime)
     SAMPLE_CLASSES,
     SAMPLE_IMAGE,
@@ -36,8 +37,8 @@ from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-f
 from .visualize import palette
 
 # The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
-# long side would pass 2048; small images are enlarged.
-INFERENCE_SCALE = (2048, 336)
+# long side would pass 2048; small images are enlarged. configs/base_config.py states it.
+INFERENCE_SCALE = inference_scale()
 PAMR_STEPS = 10
 
 
@@ -124,7 +125,7 @@ class Segmenter:
         prob_thd: float = 0.0,
         slide: bool = True,
         scale: tuple[int, int] = INFERENCE_SCALE,
-        method: str = "scclip",
+        method: str = DEFAULTS["method"],
         clip_arch: str | None = None,
         **options,
     ) -> None:

@@ -47,6 +47,7 @@ from .bpe import CONTEXT_LENGTH, VOCAB_FILE
 from .clip import model as clip_model_module
 from .clip.tokenizer import VOCAB_PATH, tokenize
 from .errors import InputError, ScclipError
+from .settings import DEFAULTS
 
 OPSET = 17
 FORMAT_VERSION = 1
@@ -389,7 +390,7 @@ def _install(staging: Path, out: Path) -> None:
 def export_model(
     backbone: str | os.PathLike,
     out: str | os.PathLike,
-    method: str = "scclip",
+    method: str = DEFAULTS["method"],
     settings: Mapping[str, Any] | None = None,
     precision: str = "fp32",
     clip_arch: str | None = None,
@@ -483,7 +484,8 @@ def export_model(
         record = dict(
             format_version=FORMAT_VERSION,
             method=method,
-            settings=_jsonable(segmentor.method_settings),
+            # The VFM's file is inside the image graph: `source` names it by its SHA-256, not by a path here.
+            settings=_jsonable({name: value for name, value in segmentor.method_settings.items() if name != "vfm_path"}),
             renormalise_scores=segmentor.method_spec.renormalise_scores,
             resize_through_input=segmentor.method_spec.resize_through_input,
             patch_size=patch,
@@ -506,7 +508,7 @@ def export_model(
             parity=dict(image_features_max_difference=image_difference, text_features_max_difference=text_difference,
                         checked_on=[list(size) for size in sizes]),
             source=dict(backbone=str(backbone), clip_arch=clip_arch, checkpoint=checkpoint.name if source_sha else None,
-                        sha256=source_sha),
+                        sha256=source_sha, **_vfm_source(segmentor.method_settings)),
             export_seconds=round(time.perf_counter() - started, 2),
             files={path.name: sha256_of(path) for path in sorted(staging.iterdir())},
         )
@@ -517,6 +519,16 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def _vfm_source(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """ProxyCLIP's VFM in model.json's `source`: its name and its weights' SHA-256 (a named VFM's downloaded file)."""
+    if "vfm" not in settings:
+        return {}
+    from .dino import download_vfm
+
+    path = Path(settings["vfm_path"]) if settings.get("vfm_path") else download_vfm(settings["vfm"])
+    return dict(vfm=settings["vfm"], vfm_sha256=sha256_of(path))
 
 
 def _jsonable(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -94,14 +94,15 @@ def add_vfm_option(parser) -> None:
     parser.add_argument("--vfm", metavar="NAME|FILE", help=VFM_HELP)
 
 
-def vfm_settings(text: str | os.PathLike | None, method: str) -> dict[str, str]:
-    """The segmentor settings of `--vfm` (none when it is not given), refused in one line for a method without a VFM."""
+def vfm_settings(text: str | os.PathLike | None, method: str | None) -> dict[str, str | None]:
+    """The segmentor settings of `--vfm` (none when it is not given), refused in one line for a method without a
+    VFM; `method` None (eval.py without --method: the config's) leaves that check to the config's settings check."""
     if text is None:
         return {}
     from .settings import MODEL_SETTINGS
 
     takes = MODEL_SETTINGS["vfm"].methods
-    if method not in takes:
+    if method is not None and method not in takes:
         raise InputError(f"--vfm chooses the VFM of {', '.join(takes)}, but the method is {method!r}: "
                          f"use --method {takes[0]} or leave --vfm out")
     name, path = parse_vfm(text)

@@ -2,7 +2,6 @@
 it reaches the segmentor's `vfm` / `vfm_path`, and a method without a VFM refuses it in one line."""
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,11 @@ from test_datasets import make_dataset
 
 from scclip import cli
 from scclip import predict as predict_command
+from scclip.evaluation import command as eval_command
 from scclip.errors import InputError
 from scclip.vfm import VFM_HELP, vfm_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script  # noqa: E402
 
 
 def options_of(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
@@ -27,22 +25,9 @@ def options_of(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
 
 def command_parsers() -> dict[str, argparse.ArgumentParser]:
     """Every parser of the scclip command, predict.py and eval.py, by name."""
-    parsers = {"predict.py": predict_command.build_parser()}
     (commands,) = [action for action in cli.build_parser()._actions if isinstance(action, argparse._SubParsersAction)]
-    parsers.update({f"scclip {name}": parser for name, parser in commands.choices.items()})
-    captured = {}
-    original = argparse.ArgumentParser.parse_args
-
-    def capture(parser, args=None, namespace=None):
-        captured["eval.py"] = parser
-        return original(parser, args, namespace)
-
-    argparse.ArgumentParser.parse_args = capture
-    try:
-        eval_script.parse_args(["--config", "configs/proxyclip/cfg_voc21.py"])
-    finally:
-        argparse.ArgumentParser.parse_args = original
-    return {**parsers, **captured}
+    return {**{f"scclip {name}": parser for name, parser in commands.choices.items()},
+            "predict.py": predict_command.build_parser(), "eval.py": eval_command.build_parser()}
 
 
 def test_every_command_with_backbone_takes_vfm_spelled_and_explained_the_same():
@@ -82,15 +67,16 @@ def test_segment_command_runs_proxyclip_with_a_vfm_file(tiny_checkpoint_path, ti
 
 
 def test_predict_names_the_vfm_file_by_its_content(tiny_dino_path, tmp_path):
-    args = predict_command.build_parser().parse_args(
-        ["--images", str(tmp_path), "--out", str(tmp_path / "out"), "--classes", "cat", "--method", "proxyclip",
-         "--vfm", str(tiny_dino_path)])
-    identity = predict_command.identity_of(args, ["cat"], "cpu")
     from scclip.clip.pretrained import sha256_of
 
-    assert identity["vfm"] == "dino_vitb8" and identity["vfm_sha256"] == sha256_of(tiny_dino_path)
-    args.vfm, args.method = None, "scclip"
-    assert "vfm" not in predict_command.identity_of(args, ["cat"], "cpu")  # runs made before --vfm keep their identity
+    def identity(*argv: str) -> dict:
+        args = predict_command.build_parser().parse_args(
+            ["--images", str(tmp_path), "--out", str(tmp_path / "out"), "--classes", "cat", *argv])
+        return predict_command.identity_of(args, predict_command.checked_lines(args), "cpu")
+
+    settings = identity("--method", "proxyclip", "--vfm", str(tiny_dino_path))["settings"]
+    assert settings == {"vfm": "dino_vitb8", "vfm_path": sha256_of(tiny_dino_path)}
+    assert "settings" not in identity()  # runs made before --vfm keep their identity
 
 
 def test_web_pool_gives_the_vfm_to_proxyclip_only(tiny_checkpoint_path, tiny_dino_path):
@@ -114,9 +100,9 @@ def test_eval_runs_a_proxyclip_config_with_vfm(tmp_path, tiny_checkpoint_path, t
                         lambda benchmark: REPO_ROOT / "configs" / "proxyclip" / f"cfg_{benchmark}.py")
     root = make_dataset(tmp_path / "datasets", "voc20")
     args = test_eval.eval_args("voc20", tiny_checkpoint_path, root, tmp_path / "work", "--vfm", str(tiny_dino_path))
-    assert eval_script.main(args) == 0
+    assert eval_command.main(args) == 0
     (metrics,) = (tmp_path / "work").rglob("metrics.json")
     record = json.loads(metrics.read_text())
     assert record["method"] == "proxyclip" and record["num_images"] == 2
     with pytest.raises(InputError, match="--vfm 'dino_vitb8x' is neither a VFM name nor a file"):
-        eval_script.main([*args[:-2], "--vfm", "dino_vitb8x"])  # one line (eval.py prints it), nothing run
+        eval_command.main([*args[:-2], "--vfm", "dino_vitb8x"])  # one line (eval.py prints it), nothing run

@@ -299,6 +299,7 @@ def test_exported_model_meets_the_golden_case(golden_dir, name, tmp_path):
     record = export_model(checkpoint, tmp_path / "model", method="proxyclip",
                           settings=dict(settings, vfm_path=str(case.vfm_path)), clip_model=clip_model(checkpoint))
     assert (record["feature_stride"], record["pad_multiple"]) == (8, 56)
+    assert record["source"]["vfm_sha256"] == sha256_of(case.vfm_path) and "vfm_path" not in record["settings"]
     runtime = OnnxSegmenter(tmp_path / "model", vocab=golden_dir / "proxyclip" / f"{name}_classes.txt")
     np.testing.assert_allclose(runtime.query_features, case.expected["query_features"], atol=QUERY_ATOL, rtol=0)
     image = case.image.numpy()
