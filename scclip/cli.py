@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_vocabulary_arguments(args.classes, args.vocab, args.image or SAMPLE_IMAGE)
     lines = vocabulary_lines(classes, args.vocab)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     settings = torch_settings(args) if args.runtime == "torch" else None  # checked before any path is
 
     def load():
@@ -189,7 +189,7 @@ def run_web(args: argparse.Namespace) -> int:
     """Serve the web demo (scclip/web.py) until interrupted; with --runtime onnx, an exported model without torch."""
     from .web import Limits, require_gradio, serve
 
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     require_gradio()  # before the model loads: without Gradio, say what to install
     limits = Limits(max_side=args.max_side, max_classes=args.max_classes, max_file_mb=args.max_file_mb)
     if args.runtime == "onnx":

@@ -136,7 +136,7 @@ def checked_lines(args: argparse.Namespace) -> list[str]:
 
     check_vocabulary_arguments(args.classes, args.vocab, args.image)
     lines = vocabulary_lines(args.classes, args.vocab)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     if args.prob_thd is not None:
         check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
     if args.runtime == "onnx":
@@ -173,6 +173,8 @@ def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict
 
     settings = dict(args.settings)
     prob_thd = settings.pop("prob_thd", None)
+    if settings.get("vfm_path"):  # --vfm FILE (ProxyCLIP's VFM): named by its content
+        settings["vfm_path"] = checkpoint_digest(settings["vfm_path"])
     shared = dict(images=str(args.image.resolve()), recursive=args.recursive, classes=list(lines), pamr=args.pamr,
                   slide=not args.no_slide, scores=args.scores, **({"settings": settings} if settings else {}))
     if args.runtime == "onnx":  # the exported folder names the weights, method, settings and precision

@@ -284,8 +284,13 @@ class SegmenterPool:
     def _build(self, key: tuple) -> Segmenter:
         from .api import Segmenter
 
+        from .settings import model_settings
+        from .vfm import VFM_SETTINGS
+
         method, lines, pamr, prob_thd = key
-        extra = dict(self.options)
+        # --vfm is ProxyCLIP's: the page's other methods are built without it.
+        taken = model_settings(method or self.method or DEFAULT_METHOD)
+        extra = {name: value for name, value in self.options.items() if name not in VFM_SETTINGS or name in taken}
         if method is not None:
             extra["method"] = method
         segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,

@@ -251,7 +251,7 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
     apply_data_root(cfg, args)
     check_model_settings(dict(cfg.model))
     check_loader_settings(dict(cfg.test_dataloader), list(args.cfg_options), known_loader_settings)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     if args.runtime == "onnx":
         from scclip.evaluation.exported import exported_model_config
 
