@@ -86,6 +86,9 @@ def build_dino(state_dict: dict[str, torch.Tensor], timm_arch: str, source: str)
                               "released .pth (e.g. dino_vitbase8_pretrain.pth) or a .safetensors copy of it")
     if not all(value.is_floating_point() for value in state_dict.values()):
         raise CheckpointError(f"{source} holds non-float tensors: not a DINO ViT state dict")
+    damaged = next((key for key, value in state_dict.items() if not torch.isfinite(value).all()), None)
+    if damaged is not None:
+        raise CheckpointError(f"{source}: {damaged} holds NaN or infinite values: the weights are damaged")
     shapes = {key: tuple(state_dict[key].shape) for key in REQUIRED_KEYS}
     if (len(shapes["cls_token"]) != 3 or len(shapes["pos_embed"]) != 3 or len(shapes["patch_embed.proj.weight"]) != 4
             or len(shapes["blocks.0.mlp.fc1.weight"]) != 2):

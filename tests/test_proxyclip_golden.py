@@ -326,6 +326,7 @@ def test_segmentors_of_one_vfm_file_share_one_model(tiny_dino_path, tiny_b16_mod
     (lambda state: state.update({"cls_token": torch.zeros(1, 1, 100)}), "width 100 is not a multiple of 64"),
     (lambda state: state.update({"pos_embed": torch.zeros(1, 51, 128)}), "50 patch positions, not a square grid"),
     (lambda state: state.update({"pos_embed": torch.zeros(128)}), "do not have DINO ViT's shapes"),
+    (lambda state: state["norm.weight"].fill_(float("nan")), "norm.weight holds NaN or infinite values"),
     (lambda state: state.update({"blocks.3.mlp.fc2.weight": torch.zeros(128, 9)}),
      r"blocks\.3\.mlp\.fc2\.weight is \[128, 9\], expected \[128, 512\]"),
 ])
