@@ -28,6 +28,8 @@ _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
 REQUIRED_KEYS = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
                  "blocks.0.mlp.fc1.weight")
 PINNED_SUFFIX = ".sha256"
+# Bounds that keep a crafted file from asking for absurd models: far beyond any DINO (ViT-g: 1536 wide, 40 blocks).
+MAX_WIDTH, MAX_DEPTH, MAX_GRID, MAX_PATCH = 8192, 64, 256, 64
 # The VFMs in use, by (name, file, size, modification time): shared while some model holds them.
 _LOADED: weakref.WeakValueDictionary[tuple, "DinoViT"] = weakref.WeakValueDictionary()
 
@@ -84,26 +86,46 @@ def build_dino(state_dict: dict[str, torch.Tensor], timm_arch: str, source: str)
                               "released .pth (e.g. dino_vitbase8_pretrain.pth) or a .safetensors copy of it")
     if not all(value.is_floating_point() for value in state_dict.values()):
         raise CheckpointError(f"{source} holds non-float tensors: not a DINO ViT state dict")
-    width = state_dict["cls_token"].shape[-1]
-    if width % HEAD_WIDTH:
-        raise CheckpointError(f"{source}: width {width} is not a multiple of {HEAD_WIDTH} (DINO's heads are "
-                              f"width / {HEAD_WIDTH})")
-    positions = state_dict["pos_embed"].shape[-2] - 1
-    grid = math.isqrt(positions)
-    if grid * grid != positions:
-        raise CheckpointError(f"{source}: pos_embed holds {positions} patch positions, not a square grid")
-    depth = 1 + max(int(match.group(1)) for key in state_dict if (match := _BLOCK_KEY.match(key)))
-    patch = state_dict["patch_embed.proj.weight"].shape[-1]
-    mlp_ratio = state_dict["blocks.0.mlp.fc1.weight"].shape[0] / width
-    model = timm.create_model(timm_arch, pretrained=False, num_classes=0, embed_dim=width, depth=depth,
-                              num_heads=width // HEAD_WIDTH, patch_size=patch, img_size=grid * patch,
-                              mlp_ratio=mlp_ratio)
-    try:
-        model.load_state_dict({key: value.float() for key, value in state_dict.items()}, strict=True)
-    except RuntimeError as error:
-        first = str(error).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[1:3]) or first[0]
-        raise CheckpointError(f"{source} does not fit timm's {timm_arch} layout: {detail[:300]}") from None
+    damaged = next((key for key, value in state_dict.items() if not torch.isfinite(value).all()), None)
+    if damaged is not None:
+        raise CheckpointError(f"{source}: {damaged} holds NaN or infinite values: the weights are damaged")
+    shapes = {key: tuple(state_dict[key].shape) for key in REQUIRED_KEYS}
+    if (len(shapes["cls_token"]) != 3 or len(shapes["pos_embed"]) != 3 or len(shapes["patch_embed.proj.weight"]) != 4
+            or len(shapes["blocks.0.mlp.fc1.weight"]) != 2):
+        described = ", ".join(f"{key} {list(shape)}" for key, shape in shapes.items())
+        raise CheckpointError(f"{source}: its tensors do not have DINO ViT's shapes ({described}): not a DINO ViT "
+                              "state dict")
+    width = shapes["cls_token"][-1]
+    if not HEAD_WIDTH <= width <= MAX_WIDTH or width % HEAD_WIDTH:
+        raise CheckpointError(f"{source}: width {width} is not a multiple of {HEAD_WIDTH} up to {MAX_WIDTH} (DINO's "
+                              f"heads are width / {HEAD_WIDTH})")
+    positions = shapes["pos_embed"][-2] - 1
+    grid = math.isqrt(max(positions, 0))
+    if grid < 1 or grid * grid != positions or grid > MAX_GRID:
+        raise CheckpointError(f"{source}: pos_embed holds {positions} patch positions, not a square grid of at most "
+                              f"{MAX_GRID}²")
+    blocks = {int(match.group(1)) for key in state_dict if (match := _BLOCK_KEY.match(key))}
+    depth = len(blocks)
+    if blocks != set(range(depth)) or depth > MAX_DEPTH:
+        raise CheckpointError(f"{source}: its blocks are numbered {min(blocks)}..{max(blocks)} with gaps or more than "
+                              f"{MAX_DEPTH}: not a DINO ViT state dict")
+    patch = shapes["patch_embed.proj.weight"][-1]
+    mlp_ratio = shapes["blocks.0.mlp.fc1.weight"][0] / width
+    options = dict(pretrained=False, num_classes=0, embed_dim=width, depth=depth, num_heads=width // HEAD_WIDTH,
+                   patch_size=patch, img_size=grid * patch, mlp_ratio=mlp_ratio)
+    if not 1 <= patch <= MAX_PATCH:
+        raise CheckpointError(f"{source}: patch {patch} is not in 1..{MAX_PATCH}: not a DINO ViT state dict")
+    with torch.device("meta"):  # the layout first, without memory: a file's shapes cannot ask for more than it holds
+        layout = timm.create_model(timm_arch, **options).state_dict()
+    expected = {key: tuple(value.shape) for key, value in layout.items()}
+    found = {key: tuple(value.shape) for key, value in state_dict.items()}
+    if found != expected:
+        key = next(key for key in sorted(expected.keys() | found.keys()) if expected.get(key) != found.get(key))
+        raise CheckpointError(f"{source} does not fit timm's {timm_arch} layout: {key} is "
+                              f"{list(found[key]) if key in found else 'missing'}, expected "
+                              f"{list(expected[key]) if key in expected else 'no such tensor'}")
+    model = timm.create_model(timm_arch, **options)
+    model.load_state_dict({key: value.float() for key, value in state_dict.items()}, strict=True)
     return DinoViT(model.eval(), grid)
 
 

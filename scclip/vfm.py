@@ -106,4 +106,5 @@ def vfm_settings(text: str | os.PathLike | None, method: str | None) -> dict[str
         raise InputError(f"--vfm chooses the VFM of {', '.join(takes)}, but the method is {method!r}: "
                          f"use --method {takes[0]} or leave --vfm out")
     name, path = parse_vfm(text)
-    return {"vfm": name, "vfm_path": path}
+    # A file is the weights of the (only) VFM architecture: `vfm` keeps its value, so a run stays comparable.
+    return {"vfm_path": path} if path is not None else {"vfm": name, "vfm_path": None}

@@ -42,7 +42,7 @@ def test_every_command_with_backbone_takes_vfm_spelled_and_explained_the_same():
 def test_vfm_means_a_name_or_a_file_and_only_proxyclip_takes_it(tiny_dino_path):
     assert vfm_settings(None, "scclip") == {}
     assert vfm_settings("dino_vitb8", "proxyclip") == {"vfm": "dino_vitb8", "vfm_path": None}
-    assert vfm_settings(str(tiny_dino_path), "proxyclip") == {"vfm": "dino_vitb8", "vfm_path": str(tiny_dino_path)}
+    assert vfm_settings(str(tiny_dino_path), "proxyclip") == {"vfm_path": str(tiny_dino_path)}
     with pytest.raises(InputError, match=r"--vfm 'dino_vitb16' is neither a VFM name nor a file: did you mean"):
         vfm_settings("dino_vitb16", "proxyclip")
     with pytest.raises(InputError, match="--vfm chooses the VFM of proxyclip, but the method is 'scclip'"):
@@ -75,7 +75,7 @@ def test_predict_names_the_vfm_file_by_its_content(tiny_dino_path, tmp_path):
         return predict_command.identity_of(args, predict_command.checked_lines(args), "cpu")
 
     settings = identity("--method", "proxyclip", "--vfm", str(tiny_dino_path))["settings"]
-    assert settings == {"vfm": "dino_vitb8", "vfm_path": sha256_of(tiny_dino_path)}
+    assert settings == {"vfm_path": sha256_of(tiny_dino_path)}
     assert "settings" not in identity()  # runs made before --vfm keep their identity
 
 
@@ -104,5 +104,6 @@ def test_eval_runs_a_proxyclip_config_with_vfm(tmp_path, tiny_checkpoint_path, t
     (metrics,) = (tmp_path / "work").rglob("metrics.json")
     record = json.loads(metrics.read_text())
     assert record["method"] == "proxyclip" and record["num_images"] == 2
+    assert record["overrides"]["model.vfm_path"] == str(tiny_dino_path) and "model.vfm" not in record["overrides"]
     with pytest.raises(InputError, match="--vfm 'dino_vitb8x' is neither a VFM name nor a file"):
         eval_command.main([*args[:-2], "--vfm", "dino_vitb8x"])  # one line (eval.py prints it), nothing run

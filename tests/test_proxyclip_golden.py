@@ -235,7 +235,7 @@ def test_state_dict_of_another_layout_is_refused(golden_dir, tmp_path):
     state = load_state_dict(golden_file(golden_dir / "dino_b8_seed0.pth"), kind="DINO")
     del state["norm.bias"]
     torch.save(state, tmp_path / "cut.pth")
-    with pytest.raises(CheckpointError, match="does not fit timm's vit_base_patch8_224.dino"):
+    with pytest.raises(CheckpointError, match="vit_base_patch8_224.dino layout: norm.bias is missing"):
         load_vfm("dino_vitb8", tmp_path / "cut.pth")
     with pytest.raises(CheckpointError, match="not a DINO ViT state dict"):
         torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
@@ -319,3 +319,20 @@ def test_segmentors_of_one_vfm_file_share_one_model(tiny_dino_path, tiny_b16_mod
                                    method="proxyclip", vfm_path=str(tiny_dino_path), text_cache=False)
              for name in ("cat", "dog")]
     assert built[0].encoder.vfm is built[1].encoder.vfm
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda state: state.update({"blocks.900.norm1.weight": torch.zeros(1)}), "numbered 0..900 with gaps"),
+    (lambda state: state.update({"cls_token": torch.zeros(1, 1, 100)}), "width 100 is not a multiple of 64"),
+    (lambda state: state.update({"pos_embed": torch.zeros(1, 51, 128)}), "50 patch positions, not a square grid"),
+    (lambda state: state.update({"pos_embed": torch.zeros(128)}), "do not have DINO ViT's shapes"),
+    (lambda state: state["norm.weight"].fill_(float("nan")), "norm.weight holds NaN or infinite values"),
+    (lambda state: state.update({"blocks.3.mlp.fc2.weight": torch.zeros(128, 9)}),
+     r"blocks\.3\.mlp\.fc2\.weight is \[128, 9\], expected \[128, 512\]"),
+])
+def test_crafted_dino_shapes_are_refused_before_any_model_is_built(golden_dir, tmp_path, change, message):
+    state = load_state_dict(golden_file(golden_dir / "dino_b8_seed0.pth"), kind="DINO")
+    change(state)
+    torch.save(state, tmp_path / "crafted.pth")
+    with pytest.raises(CheckpointError, match=message):
+        load_vfm("dino_vitb8", tmp_path / "crafted.pth")
