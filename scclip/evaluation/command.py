@@ -58,7 +58,7 @@ from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_i
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
-from scclip.benchmarks import config_keys, resolve_config
+from scclip.benchmarks import config_keys, config_root, resolve_config
 from scclip.launch import choose_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
@@ -139,10 +139,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def read_config(path: str) -> Config:
-    """The config file, or one line naming the configs that exist."""
+    """The config file, or one line naming the configs (or, for a bare name, the keys) that exist."""
     config = Path(path)
+    if not config.is_file() and config.suffix != ".py" and len(config.parts) == 1:
+        close = difflib.get_close_matches(path, config_keys(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(f"--config {path} is neither a config file nor a benchmark key: {hint}"
+                         f"keys: {', '.join(config_keys())}")
     if not config.is_file():
-        folder = config.parent if config.parent.is_dir() else Path("configs")
+        folder = config.parent if config.parent.is_dir() else config_root()
         names = sorted(str(found) for found in folder.glob("**/cfg_*.py"))
         close = difflib.get_close_matches(str(config), names, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
