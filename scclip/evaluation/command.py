@@ -59,7 +59,7 @@ from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
 from scclip.benchmarks import config_keys, config_root, resolve_config
-from scclip.launch import choose_device, start
+from scclip.launch import choose_device, process_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
 from scclip.visualize import comparison, palette
@@ -263,7 +263,8 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
         cfg.model = exported_model_config(cfg.model, args.model)
         cfg.backbone = f"exported:{Path(args.model).name}"
     cfg.launcher = args.launcher
-    cfg.model.device = device
+    # An exported model's ONNX Runtime session picks its GPU itself: each process its own under a launcher.
+    cfg.model.device = process_device(device, args.launcher) if args.runtime == "onnx" else device
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl" if device == "cuda" else "gloo"
     loader = cfg.test_dataloader
     loader.num_workers = dataloader_workers(loader.get("num_workers", 0),
