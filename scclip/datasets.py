@@ -29,6 +29,7 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from .benchmarks import vocabulary_file
 from .errors import DatasetError, InputError
+from .fileio import read_user_text
 from .text import Vocabulary
 
 DATA_HELP = "see docs/evaluation.md#datasets, or point the config at your copy with " \
@@ -132,7 +133,7 @@ def read_split(path: str, images: Sequence[str]) -> list[str]:
         by_stem.setdefault(_without_extension(image), []).append(image)
     chosen: list[str] = []
     line_of: dict[str, int] = {}
-    for number, line in enumerate(fileio.get_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path).splitlines(), start=1):
         name = line.strip().replace("\\", "/").removeprefix("./")
         if not name:
             continue

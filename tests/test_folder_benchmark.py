@@ -245,3 +245,17 @@ def test_torchrun_with_two_processes_gives_the_metrics_of_one(tmp_path, tiny_che
     single, distributed = json.loads(single.read_text()), json.loads(distributed.read_text())
     assert (single["world_size"], distributed["world_size"]) == (1, 2)
     assert distributed["metrics"] == single["metrics"] and distributed["per_class"] == single["per_class"]
+
+
+def test_text_files_saved_with_a_byte_order_mark_read_as_without(tmp_path):
+    """Windows editors start UTF-8 files with U+FEFF: it must not become part of the first class or image name."""
+    from scclip.datasets import folder_classes, read_split
+    from scclip.text import Vocabulary
+
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("\ufeffsky, heaven\ncat\n".encode("utf-8"))
+    assert folder_classes(str(classes)) == ("sky", "cat")
+    assert Vocabulary.from_file(classes).classes == (("sky", "heaven"), ("cat",))
+    split = tmp_path / "val.txt"
+    split.write_bytes("\ufeffstreet/b\na_first\n".encode("utf-8"))
+    assert read_split(str(split), ["a_first.png", "street/b.webp"]) == ["street/b.webp", "a_first.png"]
