@@ -47,6 +47,7 @@ from scclip.evaluation.data import (
     Split,
     available_cores,
     check_data,
+    check_label_sizes,
     folder_problems,
     list_split,
     with_checked_loaders,
@@ -541,6 +542,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
         result = metrics_from_store(run.results_dir, run.key, split.image_paths, split.class_names)
         finish(args, cfg, device, identity, run, result, len(stored), 0.0)
         return 0
+    check_label_sizes(split, pending)  # from the file headers: a label map of another size stops nothing midway
     if is_main_process():
         resumed = f", {len(stored)} already stored" if stored else ""
         print(f"{stem}: evaluating {len(pending)} of {len(split.image_paths)} images{resumed} in {run.path}")

@@ -253,8 +253,9 @@ def test_check_data_lists_every_bad_file(tmp_path, tiny_checkpoint_path, capsys)
     assert eval_script.main([*args_for(root, tmp_path / "work", tiny_checkpoint_path), "--check-data"]) == 1
     output = capsys.readouterr()
     lines = output.out.splitlines()
-    assert f"{image_path(root, 1)}: image cannot be decoded (image file is truncated" in output.out
-    assert f"{label}: label map is 50×128 but its image is 96×128" in lines
+    assert f"{image_path(root, 1)} (128×96 pixels): damaged or truncated (image file is truncated" in output.out
+    assert (f"{label}: label map is 128×50 pixels but its image {image_path(root, 2)} is 128×96 pixels: a label map "
+            "has its image's size") in lines
     assert (f"{root / VOC.ann_dir / '2007_000003.png'}: label values 21, 40, 254 are outside 0..20 or 255 (ignored)"
             in lines)
     assert "3 problems in 4 images" in output.err
@@ -278,7 +279,7 @@ def test_truncated_image_stops_the_run_in_one_line_and_resume_finishes_it(tmp_pa
     with pytest.raises(DatasetError) as error:
         eval_script.main(args_for(root, work_dir, tiny_checkpoint_path, *workers))
     message = eval_script.one_line(error.value)
-    assert message.startswith(f"image {broken} is truncated or damaged") and "--resume" in message
+    assert message.startswith(f"{broken} (128×96 pixels): damaged or truncated") and "--resume" in message
     assert "\n" not in message
     (folder,) = run_folders(work_dir)
     assert sorted(stored(folder)) == [0, 1, 2, 3] and not (folder / "metrics.json").exists()
