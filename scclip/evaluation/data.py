@@ -42,8 +42,9 @@ from ..imageio import (
     stored_size,
 )
 
-FIX_HINT = "replace or remove the file (python eval.py --config CONFIG --check-data lists every bad file), " \
-           "then rerun with --resume"
+# Both work: --resume keeps what was stored for the images that are still in the split (scclip.evaluation.runs).
+FIX_HINT = "replace or remove the file (and its line in the split file, if one lists it), then rerun with --resume " \
+           "(python eval.py --config CONFIG --check-data lists every bad file)"
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 LOADER_TYPES = {"LoadImageFromFile": "ScclipLoadImageFromFile", "LoadAnnotations": "ScclipLoadAnnotations",
                 "LoadWideAnnotations": "ScclipLoadWideAnnotations"}
