@@ -570,7 +570,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
     cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
                         ignore_index=ignore_index)
     start = time.perf_counter()
-    with stop_on_signals() as stop:
+    with stop_on_signals(cfg.test_dataloader.get("batch_size", 1)) as stop:
         try:
             runner = QuietRunner.from_cfg(cfg)
             runner.register_hook(ProgressBarHook())
