@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "mIoU difference B - A with a 95%% paired bootstrap interval, per class, wins; and exit")
     parser.add_argument("--gallery", type=int, metavar="N",
                         help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
-                             "differ most, in SHOW_DIR (else WORK_DIR)/compare-<A>-vs-<B>/")
+                             "differ most, in SHOW_DIR (else the folder of run A)/compare-<A>-vs-<B>/")
     parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -611,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         from scclip.evaluation.compare import compare_command
 
         device = choose_device(args.device) if args.gallery else "cpu"
-        return compare_command(args.compare, args.gallery, args.json, Path(args.show_dir or args.work_dir),
+        gallery_root = Path(args.show_dir) if args.show_dir else None  # None: beside the runs
+        return compare_command(args.compare, args.gallery, args.json, gallery_root,
                                lambda command: load_config(parse_args(command), device))
     return evaluate(args, argv)
 
