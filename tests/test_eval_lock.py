@@ -123,8 +123,8 @@ def test_a_held_run_folder_refuses_other_runs_and_force_keeps_its_results(unfini
 
 def test_a_held_run_folder_is_refused_before_any_weights_are_read(unfinished_run, tmp_path, tiny_checkpoint_path,
                                                                     monkeypatch):
-    """The refusal comes before the checkpoint's tensors are read or the model is built: with a full-size
-    checkpoint those took most of the 17–20 s a second run used to wait before it was refused."""
+    """The refusal comes before the checkpoint's tensors are read (--backbone FILE read them whole to count its
+    blocks) or the model is built: by ordering, whatever the machine's speed."""
     import scclip.clip.loading as loading
 
     root, template = unfinished_run
