@@ -374,7 +374,8 @@ def test_loader_workers_follow_the_cores(monkeypatch):
 @pytest.mark.slow
 def test_a_bad_file_removed_then_resume_scores_the_images_that_remain(tmp_path, tiny_checkpoint_path, capsys):
     """The advice of a run stopped by a bad file, followed as written: remove it (and its split line), --resume.
-    (Replacing it instead resumes the same run: test_truncated_image_stops_the_run_in_one_line_and_resume_finishes_it.)"""
+    Replacing it instead resumes the same run:
+    test_truncated_image_stops_the_run_in_one_line_and_resume_finishes_it."""
     root = make_voc(tmp_path / "datasets", num_images=4)
     work_dir = tmp_path / "work"
     broken = image_path(root, 2)

@@ -48,6 +48,7 @@ FIX_HINT = "replace or remove the file (and its line in the split file, if one l
 JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
 LOADER_TYPES = {"LoadImageFromFile": "ScclipLoadImageFromFile", "LoadAnnotations": "ScclipLoadAnnotations",
                 "LoadWideAnnotations": "ScclipLoadWideAnnotations"}
+LABEL_LOADER_TYPES = ("ScclipLoadAnnotations", "ScclipLoadWideAnnotations")
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ def for_model(pipeline: Sequence[Mapping], patch_size: int | None, num_classes: 
         step = dict(step)
         if step.get("type") == "ResizeForInference" and patch_size is not None:
             step["min_side"] = patch_size
-        elif step.get("type") in LOADER_TYPES.values() and step["type"] != "ScclipLoadImageFromFile":
+        elif step.get("type") in LABEL_LOADER_TYPES:
             step.update(num_classes=num_classes, ignore_index=ignore_index)
         steps.append(step)
     return steps
