@@ -30,17 +30,16 @@ from pathlib import Path
 
 import mmcv
 import torch
-import torch.distributed as dist
 from mmengine.config import Config, DictAction
-from mmengine.dist import barrier, get_dist_info, init_dist, is_main_process
+from mmengine.dist import barrier, get_dist_info, is_main_process
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 from mmengine.utils import ProgressBar
 
 import scclip
-from scclip.backbones import CONFIG_SUFFIXES, parse_backbone
 from scclip.backbones import model_settings as backbone_model_settings
-from scclip.clip.pretrained import MODEL_URLS, expected_sha256
+from scclip.backbones import parse_backbone
+from scclip.clip.records import BACKBONES
 from scclip.datasets import check_dataset, complete_folder_config
 from scclip.errors import InputError, ScclipError
 from scclip.evaluation.data import (
@@ -65,6 +64,7 @@ from scclip.evaluation.runs import (
 )
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
+from scclip.launch import add_launcher_option, choose_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import check_settings
 from scclip.visualize import comparison, palette
@@ -87,8 +87,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--show-dir", help="save input | prediction | ground truth pictures under SHOW_DIR/<run>/")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
                         help="default: cuda when a GPU is visible, else cpu")
-    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
-                        help="distributed launcher (pytorch = torchrun)")
+    add_launcher_option(parser, "eval.py")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={},
                         help="override config entries, e.g. model.clip_path=FILE "
                              "test_dataloader.dataset.data_root=DIR")
@@ -117,7 +116,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
                              "differ most, in SHOW_DIR (else the folder of run A)/compare-<A>-vs-<B>/")
     parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.compare is not None and (args.config is not None or args.summary is not None):
         parser.error("--compare reads two finished runs: give it without --config and --summary")
@@ -133,35 +131,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.resume and args.force:
         parser.error("--resume continues a run and --force starts it over: give one of them")
     return args
-
-
-def choose_device(requested: str | None) -> str:
-    """'cuda' or 'cpu'; a CPU run on a GPU machine hides the GPUs, as mmengine documents."""
-    if requested == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
-    if requested == "cuda":
-        raise InputError("--device cuda was given but no CUDA GPU is visible; use --device cpu")
-    return "cpu"
-
-
-def init_distributed(launcher: str, device: str, dist_cfg: dict | None = None) -> None:
-    """Start the process group before the Runner does: a CPU run gets gloo and no CUDA calls, and the
-    processes agree on who holds the run folder's lock before anything is written."""
-    if launcher == "none" or dist.is_initialized():
-        return
-    if launcher != "pytorch":
-        if device == "cpu":
-            raise InputError(f"--launcher {launcher} needs CUDA; on the CPU use torchrun with --launcher pytorch")
-        init_dist(launcher, **(dist_cfg or {}))  # as mmengine's Runner would (backend from env_cfg)
-        return
-    if "RANK" not in os.environ:
-        raise InputError("--launcher pytorch needs torchrun: torchrun --nproc_per_node=N eval.py ... --launcher pytorch")
-    if device == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if device == "cuda" else "gloo")
 
 
 def read_config(path: str) -> Config:
@@ -246,11 +215,11 @@ def apply_backbone(cfg: Config, args: argparse.Namespace) -> None:
     if cfg.model.clip_arch is None:
         cfg.model.pop("clip_arch")
     cfg.backbone = backbone.label
-    if declared not in CONFIG_SUFFIXES or declared == backbone.settings or os.environ.get("RANK", "0") != "0":
+    declared_suffix = BACKBONES[declared].config_suffix if declared in BACKBONES else None
+    if declared_suffix is None or declared == backbone.settings or os.environ.get("RANK", "0") != "0":
         return
     config = Path(args.config)
-    fitting = config.with_name(config.stem.removesuffix(CONFIG_SUFFIXES[declared])
-                               + CONFIG_SUFFIXES[backbone.settings] + config.suffix)
+    fitting = config.with_name(config.stem.removesuffix(declared_suffix) + backbone.config_suffix + config.suffix)
     where = f"; {fitting} holds them" if fitting.is_file() else ""
     print(f"note: --backbone {backbone.label} ({backbone.depth} blocks) takes the {backbone.settings} settings, but "
           f"{config} holds the {declared} ones, which this run keeps{where}", file=sys.stderr)
@@ -425,7 +394,7 @@ def metrics_record(args, cfg, device, identity, run, result, resumed, seconds) -
         overrides={key: value for key, value in args.cfg_options.items()},
         checkpoint=str(cfg.model.clip_path),
         checkpoint_sha256=checkpoint_sha256,
-        published_weights=checkpoint_sha256 == expected_sha256(MODEL_URLS[backbone]) if backbone in MODEL_URLS else False,
+        published_weights=backbone in BACKBONES and checkpoint_sha256 == BACKBONES[backbone].sha256,
         dataset=cfg.test_dataloader.dataset.type,
         data_root=identity["dataset"]["data_root"],
         num_images=identity["num_images"],
@@ -498,14 +467,14 @@ def disk_full_error(run: RunFolder, num_images: int, argv: list[str]) -> InputEr
 
 def evaluate(args: argparse.Namespace, argv: list[str]) -> int:
     """Run (or resume, or find finished) one benchmark config; returns the exit status."""
-    device = choose_device(args.device)
+    device = choose_device(args.device, hide_gpus=True)
     cfg = load_config(args, device)
     check_output_folder(args.work_dir, "--work-dir")
     if args.show_dir:
         check_output_folder(args.show_dir, "--show-dir")
     if args.check_data:
         return check_data_command(cfg) if is_main_process() else 0
-    init_distributed(args.launcher, device, cfg.env_cfg.get("dist_cfg"))
+    start(args.launcher, device, "eval.py", cfg.env_cfg.get("dist_cfg"))
     stem = Path(args.config).stem
     dataset_cfg = cfg.test_dataloader.dataset
     check_dataset(dataset_cfg)
@@ -610,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare is not None:
         from scclip.evaluation.compare import compare_command
 
-        device = choose_device(args.device) if args.gallery else "cpu"
+        device = choose_device(args.device, hide_gpus=True) if args.gallery else "cpu"
         gallery_root = Path(args.show_dir) if args.show_dir else None  # None: beside the runs
         return compare_command(args.compare, args.gallery, args.json, gallery_root,
                                lambda command: load_config(parse_args(command), device))

@@ -9,12 +9,10 @@ benchmark = None  # not a published benchmark: the summary shows no published nu
 # None: the folder's classes.txt (scclip.datasets.complete_folder_config); a file or a benchmark's name overrides it.
 model = dict(name_path=None)
 
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=(2048, 336), keep_ratio=True),
-    dict(type='LoadWideAnnotations'),  # keeps 16-bit label values (mmseg's LoadAnnotations cuts them to 8 bits)
-    dict(type='PackSegInputs'),
-]
+# The benchmarks' pipeline, reading labels with LoadWideAnnotations: it keeps 16-bit label values
+# (mmseg's LoadAnnotations cuts them to 8 bits).
+test_pipeline = [dict(type='LoadWideAnnotations') if step['type'] == 'LoadAnnotations' else step
+                 for step in _base_.test_pipeline]
 
 test_dataloader = dict(
     dataset=dict(

@@ -22,7 +22,7 @@ from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
-from .settings import check_settings
+from .settings import DEFAULTS, check_settings
 from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-free, shared with scclip.runtime)
     SAMPLE_CLASSES,
     SAMPLE_IMAGE,
@@ -124,7 +124,7 @@ class Segmenter:
         prob_thd: float = 0.0,
         slide: bool = True,
         scale: tuple[int, int] = INFERENCE_SCALE,
-        method: str = "scclip",
+        method: str = DEFAULTS["method"],
         clip_arch: str | None = None,
         **options,
     ) -> None:

@@ -3,8 +3,8 @@
 A backbone is written the same way for `eval.py --backbone`, `dist_test.sh BACKBONE=` and
 `scclip backbones --resolve`:
 
-- a name of `NAMED_BACKBONES` (`metaclip_vitl14_fullcc`, `openclip_vitb16_laion2b`, ...): the
-  one table of the open_clip backbones this project names (`scclip backbones` lists it);
+- a name of an open_clip backbone record (`metaclip_vitl14_fullcc`, `openclip_vitb16_laion2b`, ...;
+  `scclip.clip.records`, one record per named backbone; `scclip backbones` lists them);
 - an OpenAI CLIP name (`ViT-B/16`, `ViT-L/14`, ...);
 - open_clip's `model:pretrained` pair (`ViT-B-16:laion2b_s34b_b88k`), or a pretrained tag with
   `clip_arch` (`--clip-arch`);
@@ -12,9 +12,9 @@ A backbone is written the same way for `eval.py --backbone`, `dist_test.sh BACKB
 
 SC-CLIP's calibration follows the checkpoint's depth inside the segmentor
 (`scclip.methods.calibration_defaults`). The benchmark settings (`logit_scale`, `prob_thd`,
-`area_thd`) were published for ViT-B/16 and ViT-L/14 only; `settings_backbone` is the one rule
-saying whose a backbone of another depth takes, and `CONFIG_SUFFIXES` where those settings are
-(`configs/cfg_<benchmark>.py` and `configs/cfg_<benchmark>_vitl14.py`).
+`area_thd`) were published for ViT-B/16 and ViT-L/14 only; `scclip.clip.records.settings_backbone`
+is the one rule saying whose a backbone of another depth takes, and each record's `config_suffix`
+where those settings are (`configs/cfg_<benchmark>.py` and `configs/cfg_<benchmark>_vitl14.py`).
 """
 from __future__ import annotations
 
@@ -25,70 +25,19 @@ from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
-from .clip.architectures import ARCHITECTURES
+from .clip import records
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from .clip.pretrained import MODEL_URLS, expected_sha256
+from .clip.pretrained import MODEL_URLS
+from .clip.records import BACKBONES
 from .errors import CheckpointError, InputError
 
-# The backbones whose benchmark settings were published, with their image-tower depth.
-PUBLISHED_DEPTHS = {"ViT-B/16": 12, "ViT-L/14": 24}
-# Where a benchmark's settings for each published backbone are: configs/<method>/cfg_<benchmark><suffix>.py.
-CONFIG_SUFFIXES = {"ViT-B/16": "", "ViT-L/14": "_vitl14"}
-# Work-dir names of the published backbones (dist_test.sh: work_dirs/<name>/).
-PUBLISHED_FOLDERS = {"ViT-B/16": "vitb16", "ViT-L/14": "vitl14"}
 _RESBLOCK_KEY = re.compile(r"visual\.transformer\.resblocks\.(\d+)\.")
 _UNSAFE_IN_FOLDER_NAMES = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@dataclass(frozen=True)
-class NamedBackbone:
-    """An open_clip backbone under a short name.
-
-    Attributes:
-        name: what `BACKBONE=` and `--backbone` accept; the family (`_vitb`, `_vitl`, `_vith`) is in it.
-        arch: open_clip's architecture name; `-quickgelu` for weights trained with QuickGELU.
-        tag: open_clip's pretrained tag, downloaded on first use into the Hugging Face cache.
-        description: what the weights are and where they come from.
-    """
-
-    name: str
-    arch: str
-    tag: str
-    description: str
-
-
-NAMED_BACKBONES: dict[str, NamedBackbone] = {
-    backbone.name: backbone
-    for backbone in (
-        NamedBackbone("openclip_vitb16_laion2b", "ViT-B-16", "laion2b_s34b_b88k",
-                      "OpenCLIP ViT-B/16 trained on LAION-2B (GELU), "
-                      "https://huggingface.co/laion/CLIP-ViT-B-16-laion2B-s34B-b88K"),
-        NamedBackbone("metaclip_vitb16_fullcc", "ViT-B-16-quickgelu", "metaclip_fullcc",
-                      "MetaCLIP ViT-B/16 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
-                      "https://huggingface.co/timm/vit_base_patch16_clip_224.metaclip_2pt5b"),
-        NamedBackbone("openclip_vitl14_laion2b", "ViT-L-14", "laion2b_s32b_b82k",
-                      "OpenCLIP ViT-L/14 trained on LAION-2B (GELU; images normalised with mean = std = 0.5), "
-                      "https://huggingface.co/laion/CLIP-ViT-L-14-laion2B-s32B-b82K"),
-        NamedBackbone("metaclip_vitl14_fullcc", "ViT-L-14-quickgelu", "metaclip_fullcc",
-                      "MetaCLIP ViT-L/14 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
-                      "https://huggingface.co/timm/vit_large_patch14_clip_224.metaclip_2pt5b"),
-        NamedBackbone("openclip_vith14_laion2b", "ViT-H-14", "laion2b_s32b_b79k",
-                      "OpenCLIP ViT-H/14 trained on LAION-2B (GELU; 32 blocks, 16 heads of width 80), "
-                      "https://huggingface.co/laion/CLIP-ViT-H-14-laion2B-s32B-b79K"),
-        NamedBackbone("metaclip_vith14_fullcc", "ViT-H-14-quickgelu", "metaclip_fullcc",
-                      "MetaCLIP ViT-H/14 trained on the 2.5B-pair full CommonCrawl curation (QuickGELU), "
-                      "https://huggingface.co/timm/vit_huge_patch14_clip_224.metaclip_2pt5b"),
-    )
-}
-
-
 def settings_backbone(depth: int) -> str:
-    """The published backbone whose benchmark settings a ViT with `depth` blocks takes: the nearer depth.
-
-    Up to 18 blocks (ViT-S, ViT-M, ViT-B) take ViT-B/16's settings; deeper ViTs (ViT-L, ViT-H, ViT-g,
-    ViT-bigG) take ViT-L/14's, tuned for the larger model. A tie goes to the shallower one.
-    """
-    return min(PUBLISHED_DEPTHS, key=lambda name: (abs(PUBLISHED_DEPTHS[name] - depth), PUBLISHED_DEPTHS[name]))
+    """The name of the published backbone whose benchmark settings a ViT with `depth` blocks takes."""
+    return records.settings_backbone(depth).name
 
 
 @dataclass(frozen=True)
@@ -116,16 +65,14 @@ class Backbone:
     @property
     def config_suffix(self) -> str:
         """The ending of the benchmark configs with those settings (`cfg_<benchmark><suffix>.py`)."""
-        return CONFIG_SUFFIXES[self.settings]
+        return BACKBONES[self.settings].config_suffix
 
     @property
     def folder_name(self) -> str:
         """A file-name-safe name for its runs' work dir (dist_test.sh)."""
-        if self.label in PUBLISHED_FOLDERS:
-            return PUBLISHED_FOLDERS[self.label]
-        if self.label in NAMED_BACKBONES or self.label in MODEL_URLS:
-            name = self.label.lower().replace("-", "").replace("/", "").replace("@", "_")
-        elif self.is_tag:
+        if self.label in BACKBONES:
+            return BACKBONES[self.label].folder
+        if self.is_tag:
             name = f"{self.clip_arch}_{self.clip_path}"
         else:
             name = Path(self.clip_path).stem
@@ -139,7 +86,7 @@ class Backbone:
 
 def valid_names() -> list[str]:
     """The backbone names accepted besides pairs and files: OpenAI's ViTs and the table's names."""
-    return [*ARCHITECTURES, *NAMED_BACKBONES]
+    return list(BACKBONES)
 
 
 def _unknown(text: str) -> InputError:
@@ -154,8 +101,8 @@ def _unknown(text: str) -> InputError:
 def checkpoint_and_arch(text: str | os.PathLike, clip_arch: str | None = None) -> tuple[str, str | None]:
     """(checkpoint, open_clip architecture) to load a backbone as users write it: a name of the table
     becomes its tag and architecture, open_clip's `ARCH:TAG` pair is split, anything else stays."""
-    if clip_arch is None and str(text) in NAMED_BACKBONES:
-        named = NAMED_BACKBONES[str(text)]
+    named = BACKBONES.get(str(text))
+    if clip_arch is None and named is not None and named.is_open_clip:
         return named.tag, named.arch
     from .clip.openclip import split_backbone
 
@@ -171,16 +118,16 @@ def parse_backbone(text: str | os.PathLike, clip_arch: str | None = None) -> Bac
             ResNet, or a file that is not a ViT CLIP checkpoint.
     """
     text = str(text)
-    if text in NAMED_BACKBONES:
+    named = BACKBONES.get(text)
+    if named is not None and named.is_open_clip:
         if clip_arch is not None:
-            raise InputError(f"backbone {text} is open_clip's {NAMED_BACKBONES[text].arch} already: drop --clip-arch")
-        named = NAMED_BACKBONES[text]
+            raise InputError(f"backbone {text} is open_clip's {named.arch} already: drop --clip-arch")
         return _open_clip_backbone(text, named.tag, named.arch)
+    if clip_arch is None and named is not None:
+        return Backbone(text, text, None, named.depth)
     if clip_arch is None and text in MODEL_URLS:
-        if text not in ARCHITECTURES:
-            raise CheckpointError(f"backbone {text} is a ResNet CLIP; SC-CLIP needs a ViT: use one of "
-                                  f"{', '.join(valid_names())}")
-        return Backbone(text, text, None, ARCHITECTURES[text]["vision_layers"])
+        raise CheckpointError(f"backbone {text} is a ResNet CLIP; SC-CLIP needs a ViT: use one of "
+                              f"{', '.join(valid_names())}")
     if clip_arch is not None or ":" in text:
         from .clip.openclip import split_backbone
 
@@ -221,9 +168,9 @@ def _openai_layout_file(path: Path) -> Backbone:
     from .text_cache import file_digest
 
     digest = file_digest(path)
-    for name, url in MODEL_URLS.items():
-        if name in ARCHITECTURES and expected_sha256(url) == digest:
-            return Backbone(name, str(path), None, ARCHITECTURES[name]["vision_layers"])
+    for record in records.openai_records():
+        if record.sha256 == digest:
+            return Backbone(record.name, str(path), None, record.depth)
     # Only the keys are looked at: the tensors are mapped, not read (eval.py locks its run folder after this).
     blocks = {int(match.group(1)) for key in load_state_dict(path, mapped=True)
               if (match := _RESBLOCK_KEY.match(key))}
@@ -247,22 +194,18 @@ def model_settings(backbone: Backbone, download_root: str | os.PathLike | None =
     path = openclip.download_pretrained(backbone.clip_arch, backbone.clip_path, download_root)
     settings: dict[str, Any] = dict(clip_path=str(path), clip_arch=backbone.clip_arch)
     tag = openclip.pretrained_settings(backbone.clip_arch, backbone.clip_path)
-    if (tuple(tag["image_mean"]), tuple(tag["image_std"])) != (tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD)):
-        settings["data_preprocessor"] = dict(
-            type="SCCLIPDataPreProcessor", bgr_to_rgb=True,
-            mean=[255 * value for value in tag["image_mean"]], std=[255 * value for value in tag["image_std"]],
-        )
+    if (tuple(tag["image_mean"]), tuple(tag["image_std"])) != (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD):
+        mean, std = records.pixel_normalisation(tag["image_mean"], tag["image_std"])
+        settings["data_preprocessor"] = dict(type="SCCLIPDataPreProcessor", bgr_to_rgb=True, mean=list(mean),
+                                             std=list(std))
     return settings
 
 
 def describe_named() -> list[str]:
-    """One line per named backbone, for `scclip backbones`: name, open_clip pair, depth and settings, description."""
-    from .clip import openclip
-
-    rows = []
-    for backbone in NAMED_BACKBONES.values():
-        depth = openclip.architecture_config(backbone.arch)["vision_layers"]
-        rows.append((backbone.name, f"{backbone.arch}:{backbone.tag}",
-                     f"{depth} blocks, {settings_backbone(depth)} settings", backbone.description))
+    """One line per named open_clip backbone, for `scclip backbones`: name, open_clip pair, depth and settings,
+    description and source."""
+    rows = [(record.name, f"{record.arch}:{record.tag}",
+             f"{record.depth} blocks, {settings_backbone(record.depth)} settings", f"{record.description}, {record.url}")
+            for record in records.open_clip_records()]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[3]]) for row in rows]

@@ -31,7 +31,6 @@ PICTURE_SUFFIX = "_scclip.png"
 MASK_SUFFIX = "_mask.png"
 # Files this demo writes; in a folder of inputs they are skipped (and listed as skipped).
 OWN_SUFFIXES = (PICTURE_SUFFIX, MASK_SUFFIX)
-EXAMPLE_CLASSES = "--classes 'cat,sofa,wall'"
 
 
 
@@ -292,21 +291,18 @@ def run(args: argparse.Namespace) -> int:
     # Imported here, after parsing, so that --help and usage errors answer at once.
     from tqdm import tqdm
 
-    from scclip.api import SAMPLE_CLASSES, SAMPLE_IMAGE, Segmenter, parse_classes, vocabulary_lines
-    from scclip.errors import ImageError, InputError, ScclipError, VocabularyError
+    from scclip.api import SAMPLE_CLASSES, SAMPLE_IMAGE, Segmenter
+    from scclip.errors import ImageError, InputError, ScclipError
+    from scclip.vocabulary import check_vocabulary_arguments, vocabulary_lines
     from scclip.imageio import read_image, scan_folder, writable_suffixes
     from scclip.settings import check_value
 
     # Everything cheap is checked before the model loads.
     classes = args.classes
-    if args.classes is None and args.vocab is None:
-        if args.image is not None:
-            raise VocabularyError(
-                f"no classes given for {args.image}: name them, e.g. {EXAMPLE_CLASSES}, or give --vocab FILE"
-            )
+    if args.image is None and args.classes is None and args.vocab is None:
         classes = list(SAMPLE_CLASSES)
-    elif args.vocab is None and not parse_classes(args.classes):
-        raise VocabularyError(f"--classes {args.classes!r} holds no class name: give names, e.g. {EXAMPLE_CLASSES}")
+    else:
+        check_vocabulary_arguments(args.classes, args.vocab, args.image or SAMPLE_IMAGE)
     lines = vocabulary_lines(classes, args.vocab)
     check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
     check_value("method", args.method)  # unknown: the closest method's name and the list

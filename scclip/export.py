@@ -46,6 +46,7 @@ from .bpe import CONTEXT_LENGTH, VOCAB_FILE
 from .clip import model as clip_model_module
 from .clip.tokenizer import VOCAB_PATH, tokenize
 from .errors import InputError, ScclipError
+from .settings import DEFAULTS
 
 OPSET = 17
 FORMAT_VERSION = 1
@@ -371,7 +372,7 @@ def _install(staging: Path, out: Path) -> None:
 def export_model(
     backbone: str | os.PathLike,
     out: str | os.PathLike,
-    method: str = "scclip",
+    method: str = DEFAULTS["method"],
     settings: Mapping[str, Any] | None = None,
     precision: str = "fp32",
     clip_arch: str | None = None,

@@ -17,6 +17,7 @@ from torch import nn
 
 from .calibration import CalibrationConfig, SCCLIPEncoder
 from .clip.model import VisionTransformer
+from .clip.records import settings_backbone, with_published_settings
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
 
@@ -24,12 +25,10 @@ SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation"
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
 CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination", "anomaly_detector")
 
-# Published calibration settings by ViT depth (docs/method.md#calibration-settings; others: #other-depths).
-PUBLISHED_CALIBRATION = {
-    12: dict(pre_adjust_idx=8, post_adjust_idx=3, multi_start_idx=3, multi_end_idx=10, res_cls=0.3),
-    24: dict(pre_adjust_idx=16, post_adjust_idx=6, multi_start_idx=8, multi_end_idx=19, res_cls=0.1),
-}
-PUBLISHED_CALIBRATION_NAMES = {12: "ViT-B/16", 24: "ViT-L/14"}
+# The backbones with published calibration settings, by ViT depth (docs/method.md#calibration-settings;
+# others: #other-depths); the settings are their records' (scclip.clip.records).
+_CALIBRATED = {record.depth: record for record in with_published_settings()}
+PUBLISHED_CALIBRATION = {depth: dict(record.calibration) for depth, record in _CALIBRATED.items()}
 
 NACLIP_ATTENTIONS = {"naclip": "gaussian+kk", "kk": "kk", "vanilla": "qk", "nonly": "gaussian", "csa": "qq+kk"}
 
@@ -65,18 +64,17 @@ def calibration_defaults(depth: int) -> tuple[dict, str]:
 
     12 and 24 blocks get the published ViT-B/16 and ViT-L/14 settings; other depths get ViT-B/16's
     layer indices scaled by depth/12 (rounded half up, kept inside the network) and the `res_cls`
-    of the nearer published depth.
+    of the nearer published depth (`scclip.clip.records.settings_backbone`).
     """
-    if depth in PUBLISHED_CALIBRATION:
-        name = PUBLISHED_CALIBRATION_NAMES[depth]
-        return dict(PUBLISHED_CALIBRATION[depth]), f"{depth} blocks: the published {name} settings"
+    if depth in _CALIBRATED:
+        return dict(PUBLISHED_CALIBRATION[depth]), f"{depth} blocks: the published {_CALIBRATED[depth].name} settings"
     if depth < 2:
         raise CheckpointError(f"a ViT with {depth} block cannot be calibrated: SC-CLIP needs at least 2 blocks")
-    base = PUBLISHED_CALIBRATION[12]
+    base = min(_CALIBRATED.values(), key=lambda record: record.depth)
     last = depth - 2  # the last intermediate feature index
 
     def scaled(name: str) -> int:
-        return int(base[name] * depth / 12 + 0.5)
+        return int(base.calibration[name] * depth / base.depth + 0.5)
 
     end = min(max(scaled("multi_end_idx"), 1), last + 1)
     settings = dict(
@@ -84,7 +82,7 @@ def calibration_defaults(depth: int) -> tuple[dict, str]:
         post_adjust_idx=min(scaled("post_adjust_idx"), last),
         multi_start_idx=min(scaled("multi_start_idx"), end - 1),
         multi_end_idx=end,
-        res_cls=PUBLISHED_CALIBRATION[12 if depth <= 18 else 24]["res_cls"],
+        res_cls=settings_backbone(depth).calibration["res_cls"],
     )
     described = ", ".join(f"{name} {value}" for name, value in settings.items())
     return settings, f"{depth} blocks: ViT-B/16's settings scaled to this depth ({described})"
@@ -202,7 +200,7 @@ def _check_explicit_indices(given: Mapping[str, Any], depth: int) -> None:
         CalibrationConfig(**{**calibration_defaults(depth)[0], **indices}).check(depth)
     except InputError as error:
         meant = [
-            PUBLISHED_CALIBRATION_NAMES[other] for other, values in PUBLISHED_CALIBRATION.items()
+            _CALIBRATED[other].name for other, values in PUBLISHED_CALIBRATION.items()
             if other != depth and all(values.get(name) == value for name, value in indices.items())
         ]
         origin = f" (these are {meant[0]}'s settings" if meant else " ("

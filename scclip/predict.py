@@ -75,6 +75,7 @@ TEMP_FILE = re.compile(r"^\..*\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")
 
 def build_parser() -> argparse.ArgumentParser:
     from scclip.cli import add_model_options
+    from scclip.launch import add_launcher_option
 
     parser = argparse.ArgumentParser(
         prog="predict.py", description="Label every image of a folder (class index per pixel); resumable, "
@@ -94,9 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_BATCH_SIZE}); labels do not depend on it")
     parser.add_argument("--force", action="store_true",
                         help="start over: delete the outputs listed in OUT/predictions.jsonl, then label everything")
-    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm"), default="none",
-                        help="distributed launcher (pytorch = torchrun)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
+    add_launcher_option(parser, "predict.py")
     return parser
 
 
@@ -128,17 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def checked_lines(args: argparse.Namespace) -> list[str]:
     """The vocabulary lines, and every other setting checked before a model loads or OUT is touched."""
-    from scclip.api import parse_classes, vocabulary_lines
-    from scclip.cli import EXAMPLE_CLASSES
-    from scclip.errors import ImageError, InputError, VocabularyError
+    from scclip.errors import ImageError, InputError
     from scclip.fileio import check_output_folder
     from scclip.settings import check_value
 
-    if args.classes is None and args.vocab is None:
-        raise VocabularyError(f"no classes given for {args.images}: name them, e.g. {EXAMPLE_CLASSES}, "
-                              "or give --vocab NAME|FILE")
-    if args.vocab is None and not parse_classes(args.classes):
-        raise VocabularyError(f"--classes {args.classes!r} holds no class name: give names, e.g. {EXAMPLE_CLASSES}")
+    from scclip.vocabulary import check_vocabulary_arguments, vocabulary_lines
+
+    check_vocabulary_arguments(args.classes, args.vocab, args.images)
     lines = vocabulary_lines(args.classes, args.vocab)
     check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
     check_value("method", args.method)  # unknown: the closest method's name and the list
@@ -154,45 +149,6 @@ def checked_lines(args: argparse.Namespace) -> list[str]:
         raise InputError(f"--out {args.out} is the --images folder: give another folder, so that labels and "
                          "images stay apart")
     return lines
-
-
-def choose_device(requested: str | None, launcher: str) -> str:
-    """'cpu', 'cuda', or this process's GPU under a launcher ('cuda:<local rank>')."""
-    import torch
-
-    from scclip.errors import InputError
-
-    if requested == "cpu" or (requested is None and not torch.cuda.is_available()):
-        if launcher == "slurm":
-            raise InputError("--launcher slurm needs CUDA; on the CPU use torchrun with --launcher pytorch")
-        return "cpu"
-    if not torch.cuda.is_available():
-        raise InputError("--device cuda was given but no CUDA GPU is visible: use --device cpu")
-    if launcher == "none":
-        return "cuda"
-    local_rank = int(os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0")))
-    return f"cuda:{local_rank}"
-
-
-def init_distributed(launcher: str, device: str) -> None:
-    """Start the process group (gloo on the CPU, NCCL on GPUs), as eval.py does."""
-    import torch
-    import torch.distributed as dist
-    from mmengine.dist import init_dist
-
-    from scclip.errors import InputError
-
-    if launcher == "none" or dist.is_initialized():
-        return
-    if launcher == "slurm":
-        init_dist("slurm", backend="nccl")
-        return
-    if "RANK" not in os.environ:
-        raise InputError("--launcher pytorch needs torchrun: torchrun --nproc_per_node=N predict.py ... "
-                         "--launcher pytorch")
-    if device.startswith("cuda"):
-        torch.cuda.set_device(torch.device(device))
-    dist.init_process_group(backend="gloo" if device == "cpu" else "nccl")
 
 
 def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict:
@@ -632,9 +588,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from scclip.api import display_names
     from scclip.errors import InputError, ScclipError
 
+    from scclip.launch import choose_device, process_device, start
+
     lines = checked_lines(args)
-    device = choose_device(args.device, args.launcher)
-    init_distributed(args.launcher, device)
+    device = choose_device(args.device)
+    start(args.launcher, device, "predict.py")
+    device = process_device(device, args.launcher)
     rank, world_size = get_dist_info()
     identity = identity_of(args, lines, device)
     lock = hold_folder(args.out, args.force)

@@ -18,6 +18,7 @@ from .benchmarks import vocabulary_file
 from .clip import CLIP, load
 from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from .clip.loading import default_device
+from .clip.records import pixel_normalisation
 from .errors import InputError, VocabularyError
 from .methods import get_method, resolve_settings
 from .pamr import pamr
@@ -27,9 +28,6 @@ from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
 from .windows import patch_padding, sliding_windows
 
-# CLIP's normalisation on 0-255 pixels; images are read as BGR by mmcv and flipped to RGB.
-PIXEL_MEAN = (122.771, 116.746, 104.094)
-PIXEL_STD = (68.501, 66.632, 70.323)
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -62,12 +60,10 @@ class SCCLIPDataPreProcessor(SegDataPreProcessor):
 
 
 def default_preprocessor(clip_model: CLIP) -> SCCLIPDataPreProcessor:
-    """CLIP's normalisation, or the one the checkpoint was trained with when it differs (some open_clip tags)."""
-    mean, std = PIXEL_MEAN, PIXEL_STD
-    if tuple(getattr(clip_model, "image_mean", OPENAI_CLIP_MEAN)) != tuple(OPENAI_CLIP_MEAN) or \
-            tuple(getattr(clip_model, "image_std", OPENAI_CLIP_STD)) != tuple(OPENAI_CLIP_STD):
-        mean = tuple(255 * value for value in clip_model.image_mean)
-        std = tuple(255 * value for value in clip_model.image_std)
+    """The normalisation the checkpoint was trained with (CLIP's, or some open_clip tags' own); images are
+    read as BGR by mmcv and flipped to RGB."""
+    mean, std = pixel_normalisation(getattr(clip_model, "image_mean", OPENAI_CLIP_MEAN),
+                                    getattr(clip_model, "image_std", OPENAI_CLIP_STD))
     return SCCLIPDataPreProcessor(mean=mean, std=std, bgr_to_rgb=True)
 
 
@@ -102,6 +98,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             compiles once, tens of seconds).
         text_progress: called as `text_progress(done, total)` (prompts) while the vocabulary is encoded
             (not when its features come from the text cache); default: a bar or log line for long encodings.
+        pretrained, train_cfg: None only; mmseg's `init_model` sets them before building any segmentor.
         **settings: the method's own settings (`scclip.settings.settings_for(method)`): `residual`
             (vanilla, maskclip, sclip, clearclip); `naclip_arch`, `attention`, `gaussian_std` (naclip);
             calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
@@ -136,6 +133,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         text_progress: Callable[[int, int], None] | None = DEFAULTS["text_progress"],
         data_preprocessor: dict | None = DEFAULTS["data_preprocessor"],
         init_cfg: dict | None = DEFAULTS["init_cfg"],
+        pretrained: None = DEFAULTS["pretrained"],
+        train_cfg: None = DEFAULTS["train_cfg"],
         **settings,
     ) -> None:
         # Defaults, valid values and who takes each setting: scclip.settings. Checked before a checkpoint is read.
@@ -143,7 +142,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             pamr_steps=pamr_steps, pamr_stride=pamr_stride, prob_thd=prob_thd, logit_scale=logit_scale,
             slide_stride=slide_stride, slide_crop=slide_crop, area_thd=area_thd, pad_to_patch=pad_to_patch,
             precision=precision, crop_batch_size=crop_batch_size, text_batch_size=text_batch_size,
-            text_cache=text_cache, compile=compile, **settings,
+            text_cache=text_cache, compile=compile, pretrained=pretrained, train_cfg=train_cfg, **settings,
         ))
         spec = get_method(method)
         if (name_path is None) == (vocabulary is None):

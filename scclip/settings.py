@@ -84,7 +84,8 @@ class Setting:
         default: its default value, or PRESET (a method's own), REQUIRED or FROM_CONFIG.
         kind: how a value is checked: 'number', 'whole' (number), 'switch' (True/False), 'choice'
             (one of `choices`), 'wholes' (a non-empty list of whole numbers), 'method' (a method's
-            name), or 'any' (checked where it is used: a file, a device, a callable).
+            name), 'none' (None only: a key other tools set that means nothing here), or 'any'
+            (checked where it is used: a file, a device, a callable).
         minimum, maximum: inclusive bounds of a number (and of each of 'wholes').
         above: an exclusive lower bound of a number.
         choices: the valid values of a 'choice'.
@@ -135,7 +136,10 @@ class Setting:
             return
         shown = label or f"{self.name}={value!r}"
         default = self.default_for(method) if method is not None else self.default
-        if self.kind == "method":
+        if self.kind == "none":
+            if value is not None:
+                raise InputError(f"{shown} must be None: {self.why}")
+        elif self.kind == "method":
             if not isinstance(value, str):
                 raise InputError(f"{shown} must be a method's name: one of {', '.join(_methods().METHODS)}")
             _methods().get_method(value)
@@ -202,6 +206,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vocabulary", Role.PIPELINE, "vocabulary lines, instead of name_path", None),
     Setting("data_preprocessor", Role.PIPELINE, "mmseg pre-processor (default: CLIP's normalisation)", None),
     Setting("init_cfg", Role.PIPELINE, "mmengine's initialisation config (unused: training-free)", None),
+    # mmseg's init_model sets both to None before building any model; they mean nothing to a training-free one.
+    *(Setting(name, Role.NOT_PREDICTIVE, f"{what} (mmseg's init_model sets it to None)", None, "none", why=why)
+      for name, what, why in (
+          ("pretrained", "mmseg's backbone weights", "the CLIP weights are clip_path"),
+          ("train_cfg", "mmseg's training settings", "SC-CLIP is training-free"))),
     Setting("precision", Role.HARMLESS, "'auto' (fp16 on CUDA, fp32 on the CPU), 'fp32', 'fp16' or 'bf16'",
             "auto", "choice", choices=("auto", "fp32", "fp16", "bf16")),
     # The maths every method shares.

@@ -159,6 +159,23 @@ def check_class_string(text: str) -> None:
         )
 
 
+EXAMPLE_CLASSES = "--classes 'cat,sofa,wall'"
+
+
+def check_vocabulary_arguments(classes: str | None, vocab: str | None, subject: object) -> None:
+    """A command line's `--classes` and `--vocab`, before anything loads: one line when they name no class.
+
+    Args:
+        classes, vocab: the two options as given (None: not given).
+        subject: what the classes are for (an image, a folder), named in the message.
+    """
+    if classes is None and vocab is None:
+        raise VocabularyError(f"no classes given for {subject}: name them, e.g. {EXAMPLE_CLASSES}, "
+                              "or give --vocab NAME|FILE")
+    if vocab is None and not parse_classes(classes):
+        raise VocabularyError(f"--classes {classes!r} holds no class name: give names, e.g. {EXAMPLE_CLASSES}")
+
+
 def vocabulary_lines(
     classes: Sequence[str] | str | None = None,
     vocab: str | os.PathLike | None = None,

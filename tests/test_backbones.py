@@ -1,5 +1,6 @@
 """Backbones by option: the table of named backbones, the published-settings rule, eval.py --backbone on any
 config, `scclip backbones` and dist_test.sh's BACKBONE=, offline (no download, no real weights)."""
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -15,9 +16,6 @@ from safetensors.torch import save
 
 from scclip import cli
 from scclip.backbones import (
-    CONFIG_SUFFIXES,
-    NAMED_BACKBONES,
-    PUBLISHED_DEPTHS,
     model_settings,
     parse_backbone,
     settings_backbone,
@@ -25,6 +23,9 @@ from scclip.backbones import (
 )
 from scclip.benchmarks import BENCHMARKS
 from scclip.clip import openclip
+from scclip.clip.architectures import ARCHITECTURES
+from scclip.clip.pretrained import MODEL_URLS, expected_sha256
+from scclip.clip.records import BACKBONES, open_clip_records, openai_records, with_published_settings
 from scclip.errors import CheckpointError, InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,18 +33,24 @@ sys.path.insert(0, str(REPO_ROOT))
 import eval as eval_script  # noqa: E402
 
 FAMILY_DEPTHS = {"_vitb": 12, "_vitl": 24, "_vith": 32}
+NAMED = [record.name for record in open_clip_records()]
+PUBLISHED = {record.name: record for record in with_published_settings()}
 
 
-@pytest.mark.parametrize("name", NAMED_BACKBONES)
+@pytest.mark.parametrize("name", NAMED)
 def test_named_backbones_are_runnable_tags_with_their_settings(name):
-    named = NAMED_BACKBONES[name]
+    named = BACKBONES[name]
     config = openclip.architecture_config(named.arch)  # refuses what SC-CLIP cannot run
     assert openclip.is_pretrained_tag(named.arch, named.tag)
     (family,) = [family for family in FAMILY_DEPTHS if family in name]
-    assert config["vision_layers"] == FAMILY_DEPTHS[family]
+    assert config["vision_layers"] == FAMILY_DEPTHS[family] == named.depth
     tag = openclip.pretrained_settings(named.arch, named.tag)
     if tag["activation"]:
         assert config["activation"] == tag["activation"], "name the -quickgelu architecture of QuickGELU weights"
+    # The record's normalisation and source are open_clip's for this tag.
+    assert (named.mean, named.std) == (tuple(tag["image_mean"]), tuple(tag["image_std"]))
+    hub = open_clip.pretrained.get_pretrained_cfg(named.arch, named.tag)["hf_hub"]
+    assert named.url == f"https://huggingface.co/{hub.rstrip('/')}"
     backbone = parse_backbone(name)
     assert (backbone.label, backbone.clip_path, backbone.clip_arch) == (name, named.tag, named.arch)
     assert backbone.settings == ("ViT-B/16" if family == "_vitb" else "ViT-L/14")
@@ -53,17 +60,26 @@ def test_named_backbones_are_runnable_tags_with_their_settings(name):
 def test_settings_follow_the_nearer_published_depth():
     assert {depth: settings_backbone(depth) for depth in (6, 12, 18, 19, 24, 32, 48)} == {
         6: "ViT-B/16", 12: "ViT-B/16", 18: "ViT-B/16", 19: "ViT-L/14", 24: "ViT-L/14", 32: "ViT-L/14", 48: "ViT-L/14"}
-    assert all(settings_backbone(depth) == name for name, depth in PUBLISHED_DEPTHS.items())
+    assert all(settings_backbone(record.depth) == name for name, record in PUBLISHED.items())
     assert parse_backbone("ViT-B/32").settings == "ViT-B/16"
     assert parse_backbone("ViT-L/14@336px").settings == "ViT-L/14"
     assert settings_backbone(openclip.architecture_config("ViT-M-16")["vision_layers"]) == "ViT-B/16"
     assert settings_backbone(openclip.architecture_config("ViT-bigG-14")["vision_layers"]) == "ViT-L/14"
 
 
-@pytest.mark.parametrize("settings", CONFIG_SUFFIXES)
+@pytest.mark.parametrize("settings", PUBLISHED)
 def test_each_benchmark_has_a_config_declaring_each_published_settings(settings):
     for key in BENCHMARKS:
-        assert Config.fromfile(REPO_ROOT / "configs" / f"cfg_{key}{CONFIG_SUFFIXES[settings]}.py").backbone == settings
+        assert Config.fromfile(REPO_ROOT / "configs" / f"cfg_{key}{PUBLISHED[settings].config_suffix}.py").backbone == settings
+
+
+def test_openai_records_are_the_loaders_names_with_their_architecture_and_digest():
+    assert [record.name for record in openai_records()] == list(ARCHITECTURES)
+    for record in openai_records():
+        assert record.depth == ARCHITECTURES[record.name]["vision_layers"] and record.arch == record.name
+        assert MODEL_URLS[record.name] == record.url and expected_sha256(record.url) == record.sha256
+    assert len({record.folder for record in BACKBONES.values()}) == len(BACKBONES)
+    assert all(record.calibration is not None for record in PUBLISHED.values())
 
 
 def test_backbones_as_users_write_them(tiny_checkpoint_path, tiny_l14_checkpoint_path):
@@ -87,7 +103,8 @@ def test_a_published_file_goes_by_its_name(tiny_checkpoint_path, monkeypatch):
     from scclip import backbones
 
     digest = hashlib.sha256(tiny_checkpoint_path.read_bytes()).hexdigest()
-    monkeypatch.setitem(backbones.MODEL_URLS, "ViT-B/16", f"https://example.invalid/{digest}/ViT-B-16.pt")
+    monkeypatch.setattr(backbones.records, "BACKBONES", {**BACKBONES, "ViT-B/16": dataclasses.replace(
+        BACKBONES["ViT-B/16"], sha256=digest)})
     backbone = parse_backbone(tiny_checkpoint_path)
     assert (backbone.label, backbone.clip_path) == ("ViT-B/16", str(tiny_checkpoint_path))
 
@@ -136,7 +153,7 @@ def load_config(*arguments: str):
     return eval_script.load_config(eval_script.parse_args(list(arguments)), "cpu")
 
 
-@pytest.mark.parametrize("suffix", CONFIG_SUFFIXES.values())
+@pytest.mark.parametrize("suffix", [record.config_suffix for record in PUBLISHED.values()])
 def test_backbone_option_keeps_every_benchmark_setting(suffix, tiny_checkpoint_path, monkeypatch):
     monkeypatch.chdir(REPO_ROOT)
     for key in BENCHMARKS:
@@ -174,7 +191,7 @@ def test_cfg_options_win_over_the_backbone_option(tiny_checkpoint_path, monkeypa
 def test_scclip_backbones_lists_the_table_and_resolves_for_scripts(capsys):
     assert cli.main(["backbones"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == list(NAMED_BACKBONES)
+    assert [line.split()[0] for line in lines] == NAMED
     assert "ViT-L-14-quickgelu:metaclip_fullcc" in lines[3] and "24 blocks, ViT-L/14 settings" in lines[3]
     assert cli.main(["backbones", "--resolve", "metaclip_vitl14_fullcc"]) == 0
     assert capsys.readouterr().out == "_vitl14.py metaclip_vitl14_fullcc ViT-L/14\n"
@@ -220,10 +237,10 @@ def test_dist_test_picks_the_configs_by_the_backbone(backbone, config, option):
 
 
 def test_loading_takes_table_names_and_open_clip_pairs():
-    from scclip.backbones import NAMED_BACKBONES, checkpoint_and_arch
+    from scclip.backbones import checkpoint_and_arch
 
-    for name, named in NAMED_BACKBONES.items():
-        assert checkpoint_and_arch(name) == (named.tag, named.arch)
+    for named in open_clip_records():
+        assert checkpoint_and_arch(named.name) == (named.tag, named.arch)
     assert checkpoint_and_arch("ViT-B-16:laion2b_s34b_b88k") == ("laion2b_s34b_b88k", "ViT-B-16")
     assert checkpoint_and_arch("ViT-B/16") == ("ViT-B/16", None)
     assert checkpoint_and_arch("weights.pt", "ViT-L-14") == ("weights.pt", "ViT-L-14")

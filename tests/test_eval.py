@@ -23,6 +23,7 @@ from test_datasets import (
 from scclip.errors import DatasetError, InputError
 from scclip.benchmarks import BENCHMARKS
 from scclip.evaluation.summary import published_numbers
+from scclip.launch import choose_device, start
 from scclip.visualize import comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -194,13 +195,13 @@ def test_config_or_summary_is_required(capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(InputError, match="--device cuda was given but no CUDA GPU is visible"):
-        eval_script.choose_device("cuda")
+        choose_device("cuda")
 
 
 def test_pytorch_launcher_outside_torchrun_says_how_to_start_it(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(InputError, match="--launcher pytorch needs torchrun"):
-        eval_script.init_distributed("pytorch", "cpu")
+        start("pytorch", "cpu", "eval.py")
 
 
 def write_run(work_dir: Path, config: str, miou: float, **fields) -> None:

@@ -34,9 +34,10 @@ from conftest import REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 import eval as eval_script  # noqa: E402
 
-KINDS = ("number", "whole", "switch", "choice", "wholes", "method", "any")
+KINDS = ("number", "whole", "switch", "choice", "wholes", "method", "none", "any")
 # A value of the wrong kind for each checked kind.
-WRONG = {"number": "abc", "whole": 1.5, "switch": "yes", "choice": "nope", "wholes": "8,16", "method": "nope"}
+WRONG = {"number": "abc", "whole": 1.5, "switch": "yes", "choice": "nope", "wholes": "8,16", "method": "nope",
+         "none": "ViT-B-16.pt"}
 
 
 def constructor_parameters() -> dict[str, inspect.Parameter]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..benchmarks import BENCHMARKS
 from ..errors import InputError
 from ..published import published_benchmarks, published_miou
-from ..settings import harmless_override
+from ..settings import DEFAULTS, harmless_override
 from .runs import METRICS_FILE
 
 
@@ -67,7 +67,7 @@ def summary_table(work_dir: str | os.PathLike) -> str:
     order = list(BENCHMARKS)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for run in runs:
-        groups[(run.get("published_as", run.get("method", "scclip")), run.get("backbone", "ViT-B/16"))].append(run)
+        groups[(run.get("published_as", run.get("method", DEFAULTS["method"])), run.get("backbone", "ViT-B/16"))].append(run)
     lines = ["| method | backbone | dataset | mIoU (ours) | mIoU (published) | diff | images | note |",
              "|---|---|---|---:|---:|---:|---:|---|"]
     notes: list[str] = []

@@ -33,13 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_segment(args: argparse.Namespace) -> int:
     from ..cli import names_a_file, picture_path, save_outputs, written_paths
-    from ..errors import InputError, VocabularyError
+    from ..errors import InputError
+    from ..vocabulary import check_vocabulary_arguments
     from ..imageio import read_image, writable_suffixes
     from .segmenter import OnnxSegmenter
 
-    if args.classes is None and args.vocab is None:
-        raise VocabularyError(f"no classes given for {args.image}: name them, e.g. --classes 'cat,sofa,wall', "
-                              "or give --vocab FILE")
+    check_vocabulary_arguments(args.classes, args.vocab, args.image)
     if names_a_file(args.out) and args.out.suffix.lower() not in writable_suffixes():
         raise InputError(f"--out {args.out}: cannot write '{args.out.suffix}' pictures: use a .png or .jpg name, "
                          "or a folder")
