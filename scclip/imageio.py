@@ -122,6 +122,8 @@ def stored_size(path: str | os.PathLike, oriented: bool = False) -> tuple[int, i
     Args:
         oriented: the size once its EXIF orientation is applied (as `read_image` and OpenCV decode it).
     """
+    if entry_problem(path) is not None:  # opening a pipe would wait for a writer for ever
+        return None
     try:
         with Image.open(path) as image:
             width, height = image.size

@@ -181,6 +181,7 @@ def test_sigterm_then_resume_equals_a_clean_run(tmp_path, clean_run, tiny_checkp
         process.kill()
     assert process.returncode == 143, output
     assert sorted(stored(folder)) == [0, 1, 2, 3]  # it stopped right after the image it was on
+    assert "SIGTERM: stopping after the current image, which is kept" in output  # batch size 1
     assert not (folder / "metrics.json").exists()
     last = output.strip().splitlines()[-1]
     assert last.startswith(f"interrupted: 4 of 6 images done, stored in {folder}; resume with: python eval.py ")

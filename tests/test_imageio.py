@@ -329,6 +329,16 @@ def test_one_wording_per_problem_in_every_command(tmp_path):
         assert image_problem(path) == line
         assert failure_message(path, caught.value) == line  # 'error: skipped …' and 'could not label …' print it
         assert check_item((str(path), None, 3, False, 255)) == [line]
+        if name == "pipe.jpg":
+            continue  # eval's loader reads from a pipe, as from any file (the resume tests block runs on one)
         with pytest.raises(DatasetError) as stopped:
             ScclipLoadImageFromFile()(dict(img_path=str(path)))
         assert str(stopped.value).startswith(f"{line}; replace or remove the file")
+
+
+def test_the_size_of_a_pipe_is_unknown_and_never_waited_for(tmp_path):
+    """eval.py reads the header sizes of every pending image before a run: a pipe among them must not block it."""
+    from scclip.imageio import stored_size
+
+    os.mkfifo(tmp_path / "pipe.png")
+    assert stored_size(tmp_path / "pipe.png") is None and stored_size(tmp_path / "missing.png") is None

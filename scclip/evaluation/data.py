@@ -146,15 +146,12 @@ class ScclipLoadImageFromFile(LoadImageFromFile):
 
     def transform(self, results: dict) -> dict:
         path = results["img_path"]
-        problem = entry_problem(path)  # a loop, broken link, pipe ...: said as every command says it
-        if problem is not None:
-            raise _unreadable(path, problem)
         try:
             data = fileio.get(path, backend_args=self.backend_args)
             problem = jpeg_problem(data)
             image = None if problem else mmcv.imfrombytes(data, flag=self.color_type, backend=self.imdecode_backend)
         except Exception:
-            raise _unreadable(path) from None
+            raise _unreadable(path, entry_problem(path)) from None  # a loop, a broken link ... or read_image's why
         if image is None:
             raise _unreadable(path, problem, stored_size(path) if problem else None)
         if self.to_float32:
@@ -209,15 +206,12 @@ class ChecksLabelMaps:
 
     def _load_seg_map(self, results: dict) -> None:
         path = results["seg_map_path"]
-        problem = entry_problem(path)
-        if problem is not None:
-            raise _unreadable(path, problem)
         try:
             super()._load_seg_map(results)
         except DatasetError:
             raise
         except Exception as error:
-            raise _unreadable(path, decoding_problem(error)) from None
+            raise _unreadable(path, entry_problem(path) or decoding_problem(error)) from None
         labels = results["gt_seg_map"]
         if labels.ndim == 1:  # mmseg squeezes a one-pixel-wide (or high) map to one axis: give it back
             labels = results["gt_seg_map"] = labels.reshape(stored_size(path)[::-1])
