@@ -92,7 +92,7 @@ def evaluate(variant: Variant, benchmark: str, args: argparse.Namespace, eval_ar
         launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.gpus}",
                     f"--master_port={args.port}", str(REPO_ROOT / "eval.py")]
         return subprocess.run([*launcher, *command, "--launcher", "pytorch"], check=False).returncode == 0
-    import eval as eval_script  # here: only the in-process path needs eval.py's runner machinery
+    from scclip.evaluation import command as eval_script  # here: only the in-process path needs eval.py's runner machinery
 
     try:
         return eval_script.main(command) == 0

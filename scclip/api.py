@@ -18,6 +18,7 @@ from .clip import CLIP, load
 from .clip.architectures import ARCHITECTURES
 from .clip.pretrained import MODEL_URLS
 from .errors import CheckpointError, InputError
+from .benchmarks import inference_scale
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
@@ -36,8 +37,8 @@ from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-f
 from .visualize import palette
 
 # The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
-# long side would pass 2048; small images are enlarged.
-INFERENCE_SCALE = (2048, 336)
+# long side would pass 2048; small images are enlarged. configs/base_config.py states it.
+INFERENCE_SCALE = inference_scale()
 PAMR_STEPS = 10
 
 

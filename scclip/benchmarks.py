@@ -1,9 +1,16 @@
-"""The eight benchmarks of the paper, declared once, and the vocabularies shipped with the package.
+"""The eight benchmarks of the paper, declared once, and the vocabularies and configs shipped with the package.
 
 Everything that lists benchmarks reads `BENCHMARKS`: the published numbers (`scclip.published`),
 the summary of runs, the web page's menu, `Segmenter(vocab="voc21")` and `dist_test.sh` (through
 `python -m scclip benchmarks`). Adding a benchmark is one entry here, its dataset class (if mmseg
 has none) and its config (docs/adding.md).
+
+The configs by key (`scclip eval --config voc21`, `--config custom --data-root DIR`): the
+repository's configs/ folder is the one copy; a wheel ships it as the package `scclip.configs`
+(setup.py maps it there at build time), and a checkout or an editable install reads it in place.
+A key picks the config holding the published settings of the backbone's size (`cfg_<key>.py` or
+`cfg_<key>_vitl14.py`) and, for a method with a folder of its release's settings
+(configs/<method>/), that folder's config.
 """
 import os
 from collections.abc import Sequence
@@ -140,3 +147,51 @@ def shipped_lines(key: str) -> tuple[str, ...]:
 
 def _normalised(line: str) -> str:
     return ", ".join(name.strip() for name in line.split(","))
+
+
+FOLDER_KEY = "custom"  # configs/cfg_custom.py: a labelled folder of your own (--data-root DIR)
+
+
+def config_root() -> Path:
+    """The folder of the benchmark configs: the installed package's copy, else the checkout's configs/."""
+    packaged = Path(str(resources.files("scclip"))) / "configs"
+    if (packaged / "base_config.py").is_file():
+        return packaged
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def config_keys() -> list[str]:
+    """What --config takes besides a file: every benchmark key, and 'custom'."""
+    return [*BENCHMARKS, FOLDER_KEY]
+
+
+def resolve_config(name_or_path: str, method: str | None = None, suffix: str = "") -> str:
+    """The config file `--config` names: a path as given, or a key's config (see the module docstring).
+
+    Args:
+        name_or_path: a config file, or a key of `config_keys()`.
+        method: --method; a key then takes configs/<method>/ where that folder has the benchmark.
+        suffix: the backbone's config suffix ('' or '_vitl14'; scclip.clip.records).
+    """
+    if Path(name_or_path).is_file() or name_or_path not in config_keys():
+        return name_or_path
+    root = config_root()
+    if name_or_path == FOLDER_KEY:
+        return str(root / f"cfg_{FOLDER_KEY}.py")
+    candidates = [root / method / f"cfg_{name_or_path}{suffix}.py"] if method else []
+    candidates += [root / f"cfg_{name_or_path}{suffix}.py", root / f"cfg_{name_or_path}.py"]
+    for candidate in candidates:
+        if candidate.is_file():
+            return str(candidate)
+    raise InputError(f"--config {name_or_path}: no config for it in {root}")
+
+
+@cache
+def inference_scale() -> tuple[int, int]:
+    """The benchmarks' test-time resize (long side, short side) as base_config.py states it: the photo path
+    (`scclip.Segmenter`, predict.py) and an export resize as the benchmarks do, from this one place."""
+    from mmengine.config import Config
+
+    cfg = Config.fromfile(str(config_root() / "base_config.py"), import_custom_modules=False)
+    (scale,) = [step["scale"] for step in cfg.test_pipeline if step["type"] == "Resize"]
+    return tuple(scale)

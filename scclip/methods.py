@@ -20,8 +20,9 @@ from .clip.model import VisionTransformer
 from .clip.records import settings_backbone, with_published_settings
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
+from .settings import SWITCH_HELP
 
-SWITCHES = ("anomaly_resolution", "attention_calibration", "feature_aggregation", "multi_level_fusion")
+SWITCHES = tuple(SWITCH_HELP)  # SC-CLIP's component switches, in the settings table
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
 CALIBRATION_SETTINGS = (*CALIBRATION_INDICES, "beta", "lof_neighbors", "contamination", "anomaly_detector")
 

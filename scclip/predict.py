@@ -74,17 +74,18 @@ TEMP_FILE = re.compile(r"^\..*\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from scclip.cli import add_model_options
-    from scclip.launch import add_launcher_option
+    from scclip import options
 
     parser = argparse.ArgumentParser(
         prog="predict.py", description="Label every image of a folder (class index per pixel); resumable, "
                                        "on one process or many (torchrun ... --launcher pytorch).")
-    parser.add_argument("--images", type=Path, required=True, help="the folder of images to label")
-    parser.add_argument("--vocab", help="a benchmark's vocabulary by name (voc21, ade20k, ...) or a vocabulary "
-                                        "file: one class per line, synonyms after ', '")
-    parser.add_argument("--classes", help="comma-separated class names, e.g. 'cat,dog,sky'; join synonyms with '|'")
-    add_model_options(parser)
+    options.add_image_option(parser, required=True, help="the folder of images to label")
+    options.add_vocabulary_options(parser)
+    options.add_runtime_options(parser)
+    options.add_device_option(parser)
+    options.add_backbone_options(parser)
+    options.add_method_options(parser)
+    options.add_call_options(parser)
     parser.add_argument("--out", type=Path, required=True,
                         help="the folder for the label PNGs, predictions.jsonl and run.json")
     parser.add_argument("--recursive", action="store_true", help="also label the images in subfolders")
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_BATCH_SIZE}); labels do not depend on it")
     parser.add_argument("--force", action="store_true",
                         help="start over: delete the outputs listed in OUT/predictions.jsonl, then label everything")
-    add_launcher_option(parser, "predict.py")
+    options.add_launcher_option(parser, "predict.py")
     return parser
 
 
@@ -127,26 +128,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def checked_lines(args: argparse.Namespace) -> list[str]:
     """The vocabulary lines, and every other setting checked before a model loads or OUT is touched."""
+    from scclip import options
     from scclip.errors import ImageError, InputError
     from scclip.fileio import check_output_folder
     from scclip.settings import check_value
-
     from scclip.vocabulary import check_vocabulary_arguments, vocabulary_lines
 
-    check_vocabulary_arguments(args.classes, args.vocab, args.images)
+    check_vocabulary_arguments(args.classes, args.vocab, args.image)
     lines = vocabulary_lines(args.classes, args.vocab)
-    check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
-    check_value("method", args.method)  # unknown: the closest method's name and the list
+    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    if args.prob_thd is not None:
+        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
+    if args.runtime == "onnx":
+        from scclip.runtime.folder import ModelFolder
+
+        args.settings = options.given_settings(args)
+        args.exported = ModelFolder.open(args.model).meta
+        options.fixed_by_export({key: value for key, value in args.settings.items() if key != "prob_thd"},
+                                args.exported["settings"], args.model)
+    else:
+        check_value("method", args.method)  # unknown: the closest method's name and the list
+        args.settings = options.method_settings(args)
+    if args.prob_thd is not None:
+        args.settings["prob_thd"] = args.prob_thd
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
-    if not args.images.is_dir():
-        if args.images.exists():
-            raise ImageError(f"--images {args.images} is a file, not a folder: for one image use "
-                             f"scclip segment --image {args.images} --save-mask")
-        raise ImageError(f"--images folder {args.images} not found: check the path")
+    if not args.image.is_dir():
+        if args.image.exists():
+            raise ImageError(f"--image {args.image} is a file, not a folder: for one image use "
+                             f"scclip segment --image {args.image} --save-mask")
+        raise ImageError(f"--image folder {args.image} not found: check the path")
     check_output_folder(args.out, "--out")
-    if args.out.resolve() == args.images.resolve():
-        raise InputError(f"--out {args.out} is the --images folder: give another folder, so that labels and "
+    if args.out.resolve() == args.image.resolve():
+        raise InputError(f"--out {args.out} is the --image folder: give another folder, so that labels and "
                          "images stay apart")
     return lines
 
@@ -155,24 +169,30 @@ def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict
     """Everything that determines the outputs (not where or how fast they are computed), as plain data."""
     from scclip.api import INFERENCE_SCALE
     from scclip.clip.pretrained import MODEL_URLS
-    from scclip.text_cache import checkpoint_digest
+    from scclip.text_cache import checkpoint_digest, file_digest
 
+    settings = dict(args.settings)
+    prob_thd = settings.pop("prob_thd", None)
+    shared = dict(images=str(args.image.resolve()), recursive=args.recursive, classes=list(lines), pamr=args.pamr,
+                  slide=not args.no_slide, scores=args.scores, **({"settings": settings} if settings else {}))
+    if args.runtime == "onnx":  # the exported folder names the weights, method, settings and precision
+        from scclip.runtime.folder import MODEL_JSON
+
+        return dict(shared, runtime="onnx", model=str(args.model.resolve()),
+                    model_sha256=file_digest(args.model / MODEL_JSON), method=args.exported["method"],
+                    prob_thd=args.exported["settings"]["prob_thd"] if prob_thd is None else prob_thd,
+                    scale=list(args.exported["resize_scale"]), precision=args.exported["precision"])
     backbone = str(args.backbone)
     known = backbone in MODEL_URLS or Path(backbone).is_file()
     return dict(
-        images=str(args.images.resolve()),
-        recursive=args.recursive,
-        classes=list(lines),
+        shared,
         backbone=backbone,
         backbone_sha256=checkpoint_digest(backbone) if known else None,
         clip_arch=args.clip_arch,
         method=args.method,
-        pamr=args.pamr,
-        prob_thd=args.prob_thd,
-        slide=not args.no_slide,
+        prob_thd=0.0 if prob_thd is None else prob_thd,
         scale=list(INFERENCE_SCALE),
         precision="fp32" if device == "cpu" else "fp16",
-        scores=args.scores,
     )
 
 
@@ -332,7 +352,7 @@ def list_images(root: Path, recursive: bool, out: Path) -> list[Path]:
 
 def output_names(images: list[Path], root: Path) -> list[str]:
     """Each image's output name relative to OUT, without suffix: the demo's names (scclip.cli.picture_names)."""
-    from scclip.cli import PICTURE_SUFFIX, picture_names
+    from scclip.outputs import PICTURE_SUFFIX, picture_names
 
     return [Path(name[: -len(PICTURE_SUFFIX)]).as_posix() for name in picture_names(images, root)]
 
@@ -363,7 +383,7 @@ def prepare(args: argparse.Namespace, identity: dict, class_names: list[str], ar
     from scclip.fileio import write_atomically
     from scclip.locking import LOCK_FILE
 
-    out, root = args.out, args.images
+    out, root = args.out, args.image
     if not (out / RUN_FILE).exists():  # never write among someone else's files, --force or not
         foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in (LOCK_FILE, WORK_FOLDER))
         if foreign:
@@ -494,7 +514,7 @@ class Labeller:
 
     def __init__(self, segmenter, args: argparse.Namespace, plan: Plan, records: RecordFile, progress: Progress):
         self.segmenter, self.plan, self.records, self.progress = segmenter, plan, records, progress
-        self.root, self.out, self.scores = args.images, args.out, args.scores
+        self.root, self.out, self.scores = args.image, args.out, args.scores
         self.batch_size = args.batch_size
         self.failures: list[tuple[str, str]] = []  # (image path, one line)
 
@@ -523,7 +543,7 @@ class Labeller:
                     StopRequest.check()
 
     def fail(self, index: int, error: Exception) -> None:
-        from scclip.cli import failure_message
+        from scclip.outputs import failure_message
 
         self.failures.append((self.plan.images[index], failure_message(self.root / self.plan.images[index], error)))
 
@@ -620,11 +640,26 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         lock.release()
 
 
+def load_segmenter(args: argparse.Namespace, lines: list[str], device: str):
+    """The model of --runtime: PyTorch's `Segmenter`, or the torch-free runtime's `OnnxSegmenter` on --model;
+    both label a batch with `predictions`."""
+    if args.runtime == "onnx":
+        from scclip import options
+        from scclip.runtime import OnnxSegmenter
+
+        return OnnxSegmenter(args.model, classes=lines, providers=options.onnx_providers(device),
+                             pamr=True if args.pamr else None, prob_thd=args.settings.get("prob_thd"),
+                             slide=False if args.no_slide else None)
+    from scclip.api import Segmenter
+
+    return Segmenter(args.backbone, classes=lines, device=device, pamr=args.pamr, slide=not args.no_slide,
+                     clip_arch=args.clip_arch, method=args.method, **args.settings)
+
+
 def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: str, rank: int, world_size: int) -> int:
     """Label this rank's share of the pending images, then (rank 0) merge the records and report."""
     from mmengine.dist import all_gather_object, barrier
 
-    from scclip.api import Segmenter
     from scclip.errors import ScclipError
     from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 
@@ -633,15 +668,14 @@ def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: st
     if not plan.pending:
         if rank == 0:
             merge_records(out, delete=True)
-            print(f"all {len(plan.images)} images of {args.images} are labelled already in {out} "
+            print(f"all {len(plan.images)} images of {args.image} are labelled already in {out} "
                   f"(--force labels them again)")
         return 0
     if rank == 0:
         before = f", {done_before} labelled before" if done_before else ""
         print(f"labelling {len(plan.pending)} of {len(plan.images)} images{before} into {out} "
               f"on {world_size} process{'es' * (world_size > 1)}", file=sys.stderr)
-    segmenter = Segmenter(args.backbone, classes=lines, device=device, pamr=args.pamr, prob_thd=args.prob_thd,
-                          slide=not args.no_slide, clip_arch=args.clip_arch, method=args.method)
+    segmenter = load_segmenter(args, lines, device)
     mine = plan.pending[rank::world_size]
     barrier()  # every model is loaded: the clock starts together
     start = time.perf_counter()

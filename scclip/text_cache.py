@@ -8,7 +8,11 @@ SHA-256 of the data): a corrupt or half-written entry is ignored and rewritten, 
 Processes that need the same missing entry at once (torchrun ranks, parallel jobs) take turns on
 a lock file beside it: the first encodes and stores, the others then read what it stored.
 
-The folder is `$SCCLIP_CACHE_DIR` (read on each use), by default `~/.cache/scclip`.
+The folder is `$SCCLIP_CACHE_DIR` (read on each use), by default `~/.cache/scclip`. The entries
+together stay within `$SCCLIP_TEXT_CACHE_MB` megabytes (read on each use, default
+`DEFAULT_LIMIT_MB`): after each write the least recently used entries (a hit marks an entry used)
+are removed, so no stream of new vocabularies, such as a public web page's requests, can fill a
+disk. The lock files are one per two-hex-digit key prefix (at most 256), for the same reason.
 """
 from __future__ import annotations
 
@@ -34,6 +38,9 @@ except ImportError:  # Windows: no advisory locks; concurrent builders each enco
 
 CACHE_DIR_VARIABLE = "SCCLIP_CACHE_DIR"
 DEFAULT_CACHE_DIR = "~/.cache/scclip"
+LIMIT_VARIABLE = "SCCLIP_TEXT_CACHE_MB"
+# A laptop's share: about 500 vocabularies of 500 names (CLIP ViT-B's 512-wide features), thousands of usual ones.
+DEFAULT_LIMIT_MB = 512
 # Bump when the way query features are computed changes, so older entries stop matching.
 FORMAT_VERSION = 1
 
@@ -41,6 +48,19 @@ FORMAT_VERSION = 1
 def cache_dir() -> Path:
     """The cache folder: `$SCCLIP_CACHE_DIR` when set, else `~/.cache/scclip`."""
     return Path(os.environ.get(CACHE_DIR_VARIABLE) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def cache_limit_bytes() -> int:
+    """The entries' size limit: `$SCCLIP_TEXT_CACHE_MB` megabytes when set, else `DEFAULT_LIMIT_MB`."""
+    text = os.environ.get(LIMIT_VARIABLE) or str(DEFAULT_LIMIT_MB)
+    try:
+        megabytes = float(text)
+    except ValueError:
+        megabytes = float("nan")
+    if not megabytes >= 0 or megabytes == float("inf"):
+        raise InputError(f"{LIMIT_VARIABLE}={text!r} is not a size in megabytes: set a number such as "
+                         f"{DEFAULT_LIMIT_MB} (0 keeps nothing on disk)")
+    return int(megabytes * 2**20)
 
 
 def _tensor_sha256(tensor: torch.Tensor) -> str:
@@ -105,21 +125,24 @@ class TextFeatureCache:
 
     Args:
         root: the cache folder; None = `$SCCLIP_CACHE_DIR`, else `~/.cache/scclip`, read now.
+        limit_bytes: the entries' size limit; None = `$SCCLIP_TEXT_CACHE_MB` (`cache_limit_bytes`), read now.
     """
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
+    def __init__(self, root: str | os.PathLike | None = None, limit_bytes: int | None = None) -> None:
         self.root = Path(root).expanduser() if root is not None else cache_dir()
+        self.limit_bytes = cache_limit_bytes() if limit_bytes is None else limit_bytes
 
     def entry_path(self, key: str) -> Path:
         return self.root / "text_features" / f"{key}.pt"
 
     @contextlib.contextmanager
     def locked(self, key: str) -> Iterator[None]:
-        """Hold the entry's lock file (`locks/<key>.lock`, kept: removing it would let two holders coexist).
+        """Hold the lock file of the entry's key prefix (`locks/<key[:2]>.lock`: at most 256 files, kept, since
+        removing one would let two holders coexist; builders of two keys rarely share one).
 
         The kernel releases the lock when its holder dies, so a killed builder never blocks the others.
         """
-        path = self.root / "locks" / f"{key}.lock"
+        path = self.root / "locks" / f"{key[:2]}.lock"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(path, "a+b")
@@ -153,10 +176,29 @@ class TextFeatureCache:
         if not valid:
             MMLogger.get_current_instance().warning(f"ignoring a damaged text-feature cache entry: {path}")
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # used now: the last to go when the cache is over its limit
         return features
 
+    def evict(self, keep: Path | None = None) -> None:
+        """Remove the least recently used entries (oldest modification time first) until all fit the limit.
+        `keep`, the entry just written, goes only when it alone is over the limit."""
+        sizes = []
+        for path in (self.root / "text_features").glob("*.pt"):
+            with contextlib.suppress(OSError):  # removed by another process meanwhile
+                stat = path.stat()
+                sizes.append((path != keep, stat.st_mtime_ns, stat.st_size, path))
+        total = sum(size for _, _, size, _ in sizes)
+        for _, _, size, path in sorted(sizes, key=lambda item: (-item[0], item[1])):
+            if total <= self.limit_bytes:
+                break
+            with contextlib.suppress(OSError):
+                path.unlink()
+            total -= size
+
     def store(self, key: str, features: torch.Tensor) -> bool:
-        """Store Q×D features under `key`; returns False (with a warning) when it cannot be written."""
+        """Store Q×D features under `key`, then keep the cache within its limit; returns False when it cannot be
+        written (with a warning) or is alone over the limit."""
         features = features.detach().to("cpu", torch.float32).contiguous()
         entry = {"key": key, "features": features, "sha256": _tensor_sha256(features)}
         path = self.entry_path(key)
@@ -165,7 +207,8 @@ class TextFeatureCache:
         except (InputError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
             MMLogger.get_current_instance().warning(f"could not write the text-feature cache entry {path}: {error}")
             return False
-        return True
+        self.evict(keep=path)
+        return path.is_file()
 
     def get_or_compute(
         self,

@@ -29,6 +29,7 @@ import errno
 import html
 import importlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -49,6 +50,7 @@ from .benchmarks import BENCHMARKS
 from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .result import SegmentationResult
+from .options import onnx_providers
 from .settings import DEFAULTS, MODEL_SETTINGS, Setting, check_value
 from .vocabulary import SAMPLE_CLASSES, SAMPLE_IMAGE, SYNONYM_SEPARATOR, parse_classes, vocabulary_lines
 
@@ -478,6 +480,36 @@ def shares_of(result: SegmentationResult) -> dict[str, float]:
     return {entry.name: round(entry.share, 6) for entry in result.legend()}
 
 
+def guarded_blocks(gr: Any, check_files: Callable[[Sequence[Any]], None]) -> type:
+    """`gr.Blocks` whose events first pass their raw inputs to `check_files`, before Gradio's own preprocessing.
+
+    Gradio copies every file payload of a request into its cache, downloads the http(s) URLs given
+    as one, and remembers the paths to delete them on exit (a folder there fails the shutdown), each
+    with messages of its own that name server paths; checked here first, a request that names anything
+    but a file uploaded to the page gets the page's one refusal and Gradio never touches the path.
+    """
+
+    class GuardedBlocks(gr.Blocks):
+        async def preprocess_data(self, block_fn: Any, inputs: list[Any], state: Any, explicit_call: bool = False):
+            check_files(inputs)
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+    return GuardedBlocks
+
+
+def result_stem(name: str, limit_bytes: int = 100) -> str:
+    """A safe, short stem for the result files of an upload named `name`: letters, digits, '.', '-' and '_'
+    (others become '_'), at most `limit_bytes` in UTF-8, so that any upload's name makes a writable file name."""
+    stem = re.sub(r"[^\w.-]+", "_", Path(name).stem).strip("._")
+    return stem.encode("utf-8")[:limit_bytes].decode("utf-8", errors="ignore").rstrip("._") or "image"
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """An upload's name as messages show it: one line, shortened in the middle when long."""
+    name = " ".join(name.split())
+    return name if len(name) <= limit else f"{name[: limit // 2]}…{name[-(limit // 2 - 1):]}"
+
+
 class WebDemo:
     """The page, its events and its server.
 
@@ -530,6 +562,7 @@ class WebDemo:
         try:
             progress(0.0, desc="checking the request")
             path, name = uploaded_path(image, self.upload_root)
+            shown = shown_name(name)
             limits = self.limits
             lines = request_lines(classes, vocabulary, self.vocabularies, limits.max_classes, limits.max_names)
             offered = self.methods or [self.pool.method or DEFAULT_METHOD]
@@ -539,12 +572,12 @@ class WebDemo:
                 raise InputError(f"PAMR must be true or false, not {pamr!r}")
             prob_thd = fraction(prob_thd, "probability threshold", MODEL_SETTINGS["prob_thd"])
             opacity = fraction(opacity, "overlay opacity")
-            check_image_size(path, name, self.limits.max_side)
+            check_image_size(path, shown, self.limits.max_side)
             progress(0.1, desc="reading the image")
             try:
                 rgb = read_image(path)
             except ImageError as error:
-                raise ImageError(str(error).replace(str(path), name)) from None
+                raise ImageError(str(error).replace(str(path), shown)) from None
             progress(0.2, desc=f"text features of {len(lines)} classes")
             # Encoding a new vocabulary reports the prompts done through a tqdm bar (scclip.text), which
             # Gradio's track_tqdm shows in the page.
@@ -558,8 +591,7 @@ class WebDemo:
             progress(0.9, desc="drawing")
             picture = result.picture(PANEL_SIDE, alpha=float(opacity))
             folder = self.results.new()
-            stem = Path(name).stem or "image"
-            files = [str(written) for written in result.save_mask(folder / f"{stem}_mask.png")]
+            files = [str(written) for written in result.save_mask(folder / f"{result_stem(name)}_mask.png")]
             self.results.finished(folder)
             return picture, files, shares_of(result), result
         except ScclipError as error:
@@ -567,8 +599,8 @@ class WebDemo:
         except gr.Error:
             raise
         except Exception as error:  # the server keeps serving; the page says what happened, the log has the trace
-            traceback.print_exc()
-            message = f"segmentation failed ({type(error).__name__}: {error}); the server log has the details"
+            traceback.print_exc()  # its text may name server paths: only the log has it
+            message = f"segmentation failed ({type(error).__name__}); the server log has the details"
             raise gr.Error(html.escape(message, quote=False), print_exception=False) from None
 
     def copy_samples(self) -> list[tuple[Path, str]]:
@@ -588,10 +620,26 @@ class WebDemo:
             return None
         return result.picture(PANEL_SIDE, alpha=float(opacity))
 
+    def check_files(self, inputs: Sequence[Any]) -> None:
+        """Refuse a request any of whose inputs, at any depth, is a file payload (a dict with a "path") that is
+        not a file uploaded to this page: `NOT_UPLOADED`, the one answer to every foreign path."""
+        pending = list(inputs)  # a stack, not recursion: a request may nest its JSON deeply
+        while pending:
+            value = pending.pop()
+            if isinstance(value, dict):
+                if "path" in value:
+                    try:
+                        uploaded_path(value, self.upload_root)
+                    except ScclipError as error:
+                        raise self.gr.Error(html.escape(str(error), quote=False), print_exception=False) from None
+                pending.extend(value.values())
+            elif isinstance(value, list):
+                pending.extend(value)
+
     def build(self) -> Any:
         gr = self.gr
         samples = self.copy_samples()
-        with gr.Blocks(title="SC-CLIP: segment your photo with your words", analytics_enabled=False,
+        with guarded_blocks(gr, self.check_files)(title="SC-CLIP: segment your photo with your words", analytics_enabled=False,
                        delete_cache=(600, 3600)) as blocks:
             gr.Markdown(
                 "## SC-CLIP: open-vocabulary segmentation\n"
@@ -706,8 +754,7 @@ def serve(
             raise InputError(f"the exported model {model} fixes the method and its settings: leave out {given} "
                              "(export another model to change them)")
         methods = []
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else None
-        pool = OnnxSegmenterPool(model, providers=providers, slide=None if slide else False,
+        pool = OnnxSegmenterPool(model, providers=onnx_providers(device), slide=None if slide else False,
                                  encode_budget=limits.max_names)
         pamr = pamr or pool.model.pamr_steps > 0
         prob_thd = prob_thd or pool.model.prob_thd

@@ -30,7 +30,7 @@ from scclip.errors import CheckpointError, InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script  # noqa: E402
+from scclip.evaluation import command as eval_script  # noqa: E402
 
 FAMILY_DEPTHS = {"_vitb": 12, "_vitl": 24, "_vith": 32}
 NAMED = [record.name for record in open_clip_records()]

@@ -28,7 +28,7 @@ from scclip.visualize import comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script
+from scclip.evaluation import command as eval_script
 
 FAST_LOADING = ["test_dataloader.num_workers=0", "test_dataloader.persistent_workers=False"]
 # Short side 224 instead of the published 336/560 (2 sliding windows instead of 6) keeps the tests quick;

@@ -299,7 +299,7 @@ def test_unreadable_file_is_not_called_damaged(tmp_path, monkeypatch):
 def test_one_wording_per_problem_in_every_command(tmp_path):
     """read_image (scclip segment, predict.py, the web page), eval.py's --check-data and its image loader name a
     file they cannot read in the same line: '<file>[ (W×H pixels)]: <problem>'."""
-    from scclip.cli import failure_message
+    from scclip.outputs import failure_message
     from scclip.errors import DatasetError
     from scclip.evaluation.data import ScclipLoadImageFromFile, check_item
     from scclip.imageio import image_problem

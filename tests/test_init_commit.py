@@ -21,7 +21,7 @@ from scclip.settings import settings_for
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script  # noqa: E402
+from scclip.evaluation import command as eval_script  # noqa: E402
 
 VOCAB = ["sky, cloud", "cat", "grass"]
 

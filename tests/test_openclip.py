@@ -313,7 +313,7 @@ def test_backbone_option_runs_a_deeper_file_with_depth_chosen_calibration(open_c
     from scclip.methods import calibration_defaults
 
     sys.path.insert(0, str(CONFIGS.parent))
-    import eval as eval_script
+    from scclip.evaluation import command as eval_script
 
     monkeypatch.chdir(CONFIGS.parent)
     checkpoint = str(open_clip_models[GELU_NAME][1])
@@ -397,7 +397,7 @@ def test_eval_runs_an_open_clip_file_given_as_backbone(open_clip_models, tiny_ch
     """eval.py --backbone FILE --clip-arch on a 2-image VOC20 copy: metrics.json names the backbone, and the run's
     folder is not the one of the config's own backbone (the checkpoint's SHA-256 and the architecture are in it)."""
     sys.path.insert(0, str(CONFIGS.parent))
-    import eval as eval_script
+    from scclip.evaluation import command as eval_script
     from test_datasets import make_dataset
 
     from scclip.evaluation.data import list_split

@@ -1,6 +1,7 @@
 """The package stands alone: a non-editable wheel, used from an empty folder without the checkout."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,48 @@ def test_installed_command_segments_with_a_named_vocabulary(installed, tiny_chec
         "print(result.class_names[0])"))
     assert api.returncode == 0, api.stderr[-2000:]
     assert api.stdout.strip().splitlines()[-1] == "background"
+
+
+@pytest.mark.slow
+def test_installed_command_evaluates_a_folder_benchmark_by_key(installed, tiny_checkpoint_path, tmp_path):
+    """`scclip eval --config custom --data-root DIR` from an empty folder: the configs ship inside the package."""
+    from test_eval_onnx import make_folder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    root = make_folder(tmp_path / "mine")
+    work = tmp_path / "work"
+    evaluate = run_installed(installed, empty, str(installed / "bin" / "scclip"), "eval", "--config", "custom",
+                             "--data-root", str(root), "--backbone", str(tiny_checkpoint_path), "--device", "cpu",
+                             "--work-dir", str(work), "--cfg-options", "test_dataloader.num_workers=0",
+                             "test_dataloader.persistent_workers=False")
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    (metrics,) = work.glob("cfg_custom-*/metrics.json")
+    record = json.loads(metrics.read_text())
+    assert record["config"].startswith(str(installed)) and record["num_images"] == 3
+    assert 0 <= record["metrics"]["mIoU"] <= 100
+    assert list(empty.iterdir()) == [], "nothing is written where the command runs"
+
+
+TORCH_SIDE = {"torch", "torchvision", "mmcv", "mmcv-lite", "mmengine", "mmsegmentation", "open-clip-torch", "timm"}
+
+
+def test_the_torch_free_install_requires_no_torch(tmp_path):
+    """`pip install ./runtime` (docs/deploy.md) installs what the metadata it builds requires: read here, built
+    offline by the same setuptools backend pip runs, it names the runtime's packages and nothing torch-side."""
+    from email.parser import Parser
+
+    code = "import sys; from setuptools import build_meta; print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO_ROOT / "runtime", capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metadata = Parser().parsestr((tmp_path / done.stdout.split()[-1] / "METADATA").read_text(encoding="utf-8"))
+    import scclip
+
+    assert metadata["Name"] == "scclip-runtime" and metadata["Version"] == scclip.__version__
+    required = {re.split(r"[<>=!~ ;\[]", line, maxsplit=1)[0].lower().replace("_", "-")
+                for line in metadata.get_all("Requires-Dist") if "extra ==" not in line}
+    assert required == {"onnxruntime", "numpy", "pillow", "ftfy", "regex"}
+    assert not required & TORCH_SIDE
+    main = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert "\nruntime = [" not in main, "an extra of scclip adds to its torch dependencies: no 'runtime' extra there"

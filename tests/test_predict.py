@@ -51,7 +51,7 @@ def predict(capsys, *argv) -> tuple[int, str, str]:
 
 
 def base_args(photos: Path, out: Path, checkpoint: Path, *more) -> list:
-    return ["--images", photos, "--classes", CLASSES, "--backbone", checkpoint, "--device", "cpu", "--out", out,
+    return ["--image", photos, "--classes", CLASSES, "--backbone", checkpoint, "--device", "cpu", "--out", out,
             "--recursive", *more]
 
 
@@ -205,7 +205,7 @@ def test_unreadable_image_is_listed_and_the_others_are_labelled(capsys, tmp_path
 def test_bad_arguments_are_refused_before_the_model_loads(capsys, tmp_path, photos, tiny_checkpoint_path):
     out = tmp_path / "labels"
     cases = [
-        (base_args(photos, photos, tiny_checkpoint_path), f"--out {photos} is the --images folder"),
+        (base_args(photos, photos, tiny_checkpoint_path), f"--out {photos} is the --image folder"),
         (base_args(photos, out, tiny_checkpoint_path, "--batch-size", 0), "--batch-size 0 must be at least 1"),
         (base_args(photos, out, tiny_checkpoint_path, "--method", "nope"), "unknown method 'nope'"),
     ]

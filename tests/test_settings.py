@@ -32,7 +32,7 @@ from scclip.web import fraction
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script  # noqa: E402
+from scclip.evaluation import command as eval_script  # noqa: E402
 
 KINDS = ("number", "whole", "switch", "choice", "wholes", "method", "none", "any")
 # A value of the wrong kind for each checked kind.

@@ -10,6 +10,7 @@ import scclip.text
 import scclip.text_cache
 from scclip import SCCLIPForSegmentation
 from scclip.clip.pretrained import MODEL_URLS
+from scclip.errors import InputError
 from scclip.text_cache import (
     TextFeatureCache,
     cache_key,
@@ -261,3 +262,46 @@ def test_concurrent_builders_share_one_entry(checkpoint, cache_root, tmp_path, m
     assert calls.read_text() == "x", "the text tower ran in more than one process"
     leftovers = [path for path in cache_root.rglob("*") if path.is_file() and path.name.startswith(".")]
     assert leftovers == []
+
+
+def test_the_cache_stays_within_its_limit_dropping_the_least_recently_used(checkpoint, cache_root, monkeypatch,
+                                                                           encode_calls):
+    """New vocabularies (a web page's requests) never take more than $SCCLIP_TEXT_CACHE_MB: after each write the
+    entries used longest ago go; a hit counts as a use."""
+    build(checkpoint, ["cat", "dog"])
+    (first,) = entries(cache_root)
+    size = first.stat().st_size
+    monkeypatch.setenv("SCCLIP_TEXT_CACHE_MB", str(2.5 * size / 2**20))  # room for two entries, not three
+    build(checkpoint, ["sky", "sea"])
+    build(checkpoint, ["cat", "dog"])  # a hit: now the most recently used
+    assert len(encode_calls) == 2
+    build(checkpoint, ["tree", "road"])  # the third entry: ["sky", "sea"] goes
+    assert len(entries(cache_root)) == 2 and sum(path.stat().st_size for path in entries(cache_root)) <= 2.5 * size
+    build(checkpoint, ["cat", "dog"])
+    assert len(encode_calls) == 3, "the recently used vocabulary was dropped"
+    build(checkpoint, ["sky", "sea"])
+    assert len(encode_calls) == 4, "the least recently used vocabulary was kept beyond the limit"
+    for index in range(20):
+        build(checkpoint, [f"class {index}", "other"])
+    assert sum(path.stat().st_size for path in entries(cache_root)) <= 2.5 * size
+    assert len(list((cache_root / "locks").iterdir())) <= 256, "one lock file per key prefix"
+    monkeypatch.setenv("SCCLIP_TEXT_CACHE_MB", "0")
+    build(checkpoint, ["one more"])
+    assert entries(cache_root) == [], "a limit of 0 keeps nothing"
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", "nan", "inf"])
+def test_a_bad_cache_limit_is_one_line(checkpoint, monkeypatch, value):
+    monkeypatch.setenv("SCCLIP_TEXT_CACHE_MB", value)
+    with pytest.raises(InputError, match=f"SCCLIP_TEXT_CACHE_MB='{value}' is not a size in megabytes"):
+        build(checkpoint)
+
+
+def test_the_web_pool_keeps_what_its_requests_write_within_the_limit(tiny_checkpoint_path, cache_root, monkeypatch):
+    from scclip.web import SegmenterPool
+
+    monkeypatch.setenv("SCCLIP_TEXT_CACHE_MB", "0.01")  # 10 kB: a few tiny entries
+    pool = SegmenterPool(tiny_checkpoint_path, device="cpu", capacity=1)
+    for index in range(12):
+        pool.get([f"thing {index}", "wall"])
+    assert 0 < sum(path.stat().st_size for path in entries(cache_root)) <= 0.01 * 2**20

@@ -14,7 +14,7 @@ from scclip.visualize import BACKGROUND, comparison, draw_runs, overlay, palette
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
-import eval as eval_script  # noqa: E402
+from scclip.evaluation import command as eval_script  # noqa: E402
 
 CLASSES = ("background", "aeroplane", "person", "猫", "never seen")
 IGNORE = 255

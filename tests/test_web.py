@@ -340,7 +340,9 @@ def server(tiny_checkpoint_path, tmp_path_factory):
     app = Server(["--backbone", str(tiny_checkpoint_path)], tmp_path_factory.mktemp("web") / "server.log")
     yield app
     code = app.stop()
-    assert code == 0, "".join(app.output)
+    output = "".join(app.output)
+    assert code == 0, output
+    assert "Traceback" not in output and "shutdown failed" not in output, output
     assert not app.temp_root.exists(), "uploads and results are removed when the server stops"
 
 
@@ -471,6 +473,97 @@ def test_api_reads_no_file_that_was_not_uploaded(server, photos, tmp_path, monke
     monkeypatch.undo()
     check_answer(Client(server.url, verbose=False).predict(handle_file(photos["chelsea"]), "cat, wall",
                                                            api_name="/segment"), photos["chelsea"], ["cat", "wall"])
+
+
+def raw_call(url: str, data: list) -> tuple[str, object]:
+    """One request to the `segment` API as plain HTTP (no gradio_client, which would upload local files
+    first): the server reads exactly what is sent (the image and the classes, or more; the page's defaults
+    for the rest). Returns the event ('complete' or 'error') and its data (an error's message)."""
+    data = [*data, *[NO_VOCABULARY, "scclip", False, 0.0, 0.5][len(data) - 2:]]  # the page's other inputs
+    post = urllib.request.Request(url.rstrip("/") + "/gradio_api/call/segment", json.dumps({"data": data}).encode(),
+                                  {"Content-Type": "application/json"})
+    event_id = json.loads(urllib.request.urlopen(post, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url.rstrip('/')}/gradio_api/call/segment/{event_id}", timeout=300).read()
+    events = re.findall(r"^event: (\w+)\ndata: (.*)$", stream.decode("utf-8"), flags=re.MULTILINE)
+    event, payload = next((event, payload) for event, payload in events if event in ("complete", "error"))
+    payload = json.loads(payload)
+    return event, payload["error"] if event == "error" and isinstance(payload, dict) else payload
+
+
+def raw_upload(url: str, name: str, content: bytes) -> str:
+    """Upload one file as a browser does (multipart POST to /gradio_api/upload); returns the stored path."""
+    boundary = "scclip-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url.rstrip("/") + "/gradio_api/upload", body,
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    (stored,) = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    return stored
+
+
+class CountingHandler(__import__("http.server").server.BaseHTTPRequestHandler):
+    """A loopback web server that counts the requests it gets (none must come)."""
+
+    hits: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        CountingHandler.hits.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def foreign_paths(upload_root: Path, tmp_path: Path, web_port: int) -> list[str]:
+    """Every kind of path a stranger may name instead of an upload (the issue's list)."""
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (64, 48), "red").save(secret)
+    return ["relative.png", str(secret), str(tmp_path / "missing.png"), "/" + "x" * 10_000, str(secret) + "\0.png",
+            str(tmp_path), str(upload_root), f"{upload_root}/", str(upload_root / ".." / "results"),
+            f"http://127.0.0.1:{web_port}/cat.png", f"https://127.0.0.1:{web_port}/cat.png"]
+
+
+@pytest.mark.slow
+def test_every_foreign_path_gets_one_refusal_and_odd_upload_names_are_served(tiny_checkpoint_path, photos, tmp_path):
+    """Raw HTTP against a live app: each foreign path (relative, absolute, missing, 10,000 characters, a NUL, a
+    folder, the upload folder itself, an http(s) URL on loopback) gets exactly the refusal docs/web.md promises,
+    with or without Gradio's FileData "meta", in the image or in another slot; no URL is fetched; uploads with a
+    400-character or odd name are served under shortened, sanitised names; and the server stops cleanly."""
+    from http.server import ThreadingHTTPServer
+
+    CountingHandler.hits = []
+    web = ThreadingHTTPServer(("127.0.0.1", 0), CountingHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    app = Server(["--backbone", str(tiny_checkpoint_path)], tmp_path / "server.log")
+    try:
+        upload_root = app.temp_root / "gradio"
+        for meta in ({}, {"meta": {"_type": "gradio.FileData"}}):
+            for path in foreign_paths(upload_root, tmp_path, web.server_address[1]):
+                for data in ([{"path": path, **meta}, "cat, wall"], [None, {"path": path, **meta}]):
+                    assert raw_call(app.url, data) == ("error", NOT_UPLOADED), (path[:80], meta, data[1])
+        assert CountingHandler.hits == [], "a URL given as a file was fetched"
+
+        content = photos["chelsea"].read_bytes()
+        long_name = "a" * 396 + ".png"
+        odd_name = "../ça; va? $(rm -rf ~) *\n\t'\"|<>.png"
+        for upload_name, orig_name, stem in ((long_name, long_name, "a" * 100), ("odd.png", odd_name, "ça_va_rm_-rf")):
+            stored = raw_upload(app.url, upload_name, content)
+            event, answer = raw_call(app.url, [{"path": stored, "orig_name": orig_name, "meta": meta["meta"]},
+                                               "cat, wall"])
+            assert event == "complete", answer
+            assert sorted(Path(item["path"]).name for item in answer[1]) == [f"{stem}_mask.json", f"{stem}_mask.png"]
+        event, answer = raw_call(app.url, [{"path": raw_upload(app.url, long_name, b"not a picture"),
+                                            "orig_name": long_name, "meta": meta["meta"]}, "cat"])
+        assert event == "error" and "is not an image" in answer and str(app.temp_root) not in answer
+        assert len(answer) < 300, "the name is shortened in messages"
+    finally:
+        code = app.stop()
+        web.shutdown()
+    output = "".join(app.output)
+    assert code == 0, output
+    for problem in ("Traceback", "IsADirectoryError", "shutdown failed"):
+        assert problem not in output, output
 
 
 @pytest.fixture
@@ -677,9 +770,9 @@ def test_onnx_pool_shares_one_model_and_encodes_a_vocabulary_once(tiny_export, m
     [
         (["--runtime", "onnx"], "--runtime onnx needs --model DIR, a folder written by scclip export"),
         (["--runtime", "onnx", "--model", "m", "--method", "naclip"],
-         "--runtime onnx serves the method and backbone exported to m: drop --backbone, --clip-arch and --method"),
-        (["--runtime", "onnx", "--model", "m", "--backbone", "ViT-L/14"], "--runtime onnx serves the method and"),
-        (["--model", "m"], "--model m is an exported model folder: add --runtime onnx to serve it"),
+         "--runtime onnx runs the method and backbone exported to m: drop --method (export another model"),
+        (["--runtime", "onnx", "--model", "m", "--backbone", "ViT-L/14"], "--runtime onnx runs the method and"),
+        (["--model", "m"], "--model m is an exported model folder: add --runtime onnx to run it"),
     ],
 )
 def test_web_runtime_onnx_refuses_what_the_export_fixes_in_one_line(arguments, message, capsys):
@@ -738,7 +831,31 @@ def test_onnx_page_answers_like_the_runtime_and_refuses_raw_paths_without_torch(
             answers.append(str(error.value).replace(str(path), "PATH"))
         assert answers[0] == answers[1] and NOT_UPLOADED in answers[0]
         assert not list(app.temp_root.rglob("secret_mask*"))
+        for path in foreign_paths(app.temp_root / "gradio", tmp_path, free_port()):
+            assert raw_call(app.url, [{"path": path, "meta": {"_type": "gradio.FileData"}}, "cat"]) == \
+                ("error", NOT_UPLOADED), path[:80]
     finally:
         code = app.stop()
-    assert code == 0, "".join(app.output)
+    output = "".join(app.output)
+    assert code == 0, output
+    assert "IsADirectoryError" not in output and "shutdown failed" not in output, output
     assert not app.temp_root.exists()
+
+
+def test_file_payloads_are_checked_in_every_input_at_any_depth(tmp_path, monkeypatch):
+    """`WebDemo.check_files` (run before Gradio's own processing of a request) refuses a foreign path wherever
+    it sits in the request, passes an upload, and walks deep nesting without recursion."""
+    uploads = tmp_path / "gradio"
+    (uploads / "0a1b").mkdir(parents=True)
+    photo = uploads / "0a1b" / "photo.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    page = WebDemo.__new__(WebDemo)  # only the upload folder and Gradio are needed here
+    page.gr, page.upload_root = __import__("gradio"), uploads
+    page.check_files([{"path": str(photo), "meta": {"_type": "gradio.FileData"}}, "cat", None, 0.5])
+    deep: list = [{"path": "http://127.0.0.1:9/x.png"}]
+    for _ in range(5000):
+        deep = [deep]
+    for inputs in (["cat", {"a": [{"path": str(uploads)}]}], [None, deep]):
+        with pytest.raises(page.gr.Error) as error:
+            page.check_files(inputs)
+        assert error.value.message == NOT_UPLOADED

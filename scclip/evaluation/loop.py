@@ -22,9 +22,11 @@ from .store import ImageAreas, ShardWriter
 
 
 def model_patch_size(model) -> int | None:
-    """The patch size of the segmentor's image encoder (None for a model that is not scclip's)."""
+    """The patch size of the segmentor's image encoder, or of an exported model's runtime (scclip.evaluation.exported);
+    None for a model that is not scclip's."""
     model = model.module if is_model_wrapper(model) else model
-    return getattr(getattr(model, "encoder", None), "patch_size", None)
+    sizes = (getattr(getattr(model, part, None), "patch_size", None) for part in ("encoder", "runtime"))
+    return next((size for size in sizes if size is not None), None)
 
 
 @LOOPS.register_module()

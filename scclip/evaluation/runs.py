@@ -81,7 +81,10 @@ def run_identity(cfg: Mapping, image_paths: Sequence[str], precision: str) -> di
     """
     model = {key: value for key, value in cfg["model"].items() if predictive(key)}
     model.setdefault("method", DEFAULT_METHOD)
-    model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
+    if "clip_path" in model:
+        model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
+    else:  # an exported model folder (scclip.evaluation.exported): its model.json holds every file's SHA-256
+        model["model"] = hashlib.sha256((Path(model["model"]) / "model.json").read_bytes()).hexdigest()
     model["precision"] = precision
     if "name_path" in model or "vocabulary" in model:
         vocabulary = vocabulary_sha256(model)

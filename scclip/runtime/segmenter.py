@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..bpe import token_rows, tokenizer_from_file
-from ..errors import InputError
+from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
 from ..vocabulary import Vocabulary, vocabulary_lines
@@ -112,10 +112,16 @@ class OnnxSegmenter:
         options.log_severity_level = 3
         if self.threads:
             options.intra_op_num_threads = self.threads
+        file = self.folder.file(name)
         try:
-            return ort.InferenceSession(str(self.folder.file(name)), options, providers=self.providers)
+            return ort.InferenceSession(str(file), options, providers=self.providers)
         except ValueError as error:  # an unknown provider name
             raise InputError(f"providers={self.providers}: {' '.join(str(error).split())[:200]}") from None
+        except Exception as error:  # ONNX Runtime's own: Fail, InvalidGraph, InvalidProtobuf, ... (not RuntimeErrors)
+            if not type(error).__module__.startswith("onnxruntime"):
+                raise
+            reason = " ".join(str(error).split())[:200]
+            raise CheckpointError(f"{file} is not a graph ONNX Runtime can load ({reason}): export the model again") from None
 
     @property
     def num_classes(self) -> int:
@@ -167,40 +173,57 @@ class OnnxSegmenter:
                 logits = numerics.resize(logits, tuple(size))
         return logits
 
-    def sliding_logits(self, image: np.ndarray) -> np.ndarray:
-        """Q×H×W logits of a 3×H×W image averaged over its windows (`_sliding_logits`), windows batched by shape."""
-        height, width = image.shape[-2:]
-        sums = np.zeros((len(self.query_features), height, width), dtype=np.float32)
-        counts = np.zeros((1, height, width), dtype=np.float32)
-        by_shape: dict[tuple[int, int], list[tuple[int, int, int, int]]] = defaultdict(list)
-        for window in sliding_windows(height, width, self.slide_crop, self.slide_stride):
-            y1, y2, x1, x2 = window
-            by_shape[(y2 - y1, x2 - x1)].append(window)
-        for windows in by_shape.values():
-            for start in range(0, len(windows), self.crop_batch_size):
-                chunk = windows[start : start + self.crop_batch_size]
-                crops = np.stack([image[:, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])
-                for (y1, y2, x1, x2), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
-                    sums[:, y1:y2, x1:x2] += logits
-                    counts[:, y1:y2, x1:x2] += 1
-        return sums / counts
+    def sliding_logits(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per 3×H×W image, Q×H×W logits averaged over its windows (`_sliding_logits`); the windows of all
+        images are batched by shape, each encoded on its own."""
+        sums = [np.zeros((len(self.query_features), *image.shape[-2:]), dtype=np.float32) for image in images]
+        counts = [np.zeros((1, *image.shape[-2:]), dtype=np.float32) for image in images]
+        by_shape: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = defaultdict(list)
+        for index, image in enumerate(images):
+            for window in sliding_windows(*image.shape[-2:], self.slide_crop, self.slide_stride):
+                y1, y2, x1, x2 = window
+                by_shape[(y2 - y1, x2 - x1)].append((index, window))
+        for jobs in by_shape.values():
+            for start in range(0, len(jobs), self.crop_batch_size):
+                chunk = jobs[start : start + self.crop_batch_size]
+                crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
+                    sums[i][:, y1:y2, x1:x2] += logits
+                    counts[i][:, y1:y2, x1:x2] += 1
+        return [total / count for total, count in zip(sums, counts)]
 
     def coarse_logits(self, image: np.ndarray) -> np.ndarray:
         """Q×h×w query logits of a 3×H×W normalised image before the final resize (`coarse_logits`)."""
+        return self.coarse_logits_of([image])[0]
+
+    def coarse_logits_of(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """`coarse_logits` of several images, their windows encoded in shared batches."""
         if self.slide_crop > 0:
-            return self.sliding_logits(image)
-        return self.crop_logits(image[None], size=None if self.resize_through_input else "grid")[0]
+            return self.sliding_logits(images)
+        size = None if self.resize_through_input else "grid"
+        return [self.crop_logits(image[None], size=size)[0] for image in images]
+
+    def predictions(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, FullSize]]:
+        """Each image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when
+        asked), as `Segmenter.predictions`: the windows of images that come out of the resize at one
+        size are encoded in shared batches, each on its own, so a batch gives each image its labels alone."""
+        rgbs = [read_image(image) for image in images]
+        inputs = [numerics.normalise(numerics.resize_for_inference(rgb, self.scale, min_side=self.patch_size),
+                                     self.mean, self.std) for rgb in rgbs]
+        same_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, normalised in enumerate(inputs):
+            same_size[normalised.shape[-2:]].append(index)
+        logits: dict[int, np.ndarray] = {}
+        for members in same_size.values():
+            logits.update(zip(members, self.coarse_logits_of([inputs[index] for index in members])))
+        return [(rgb, FullSize(
+            logits[index], rgb.shape[:2], self.query_to_class, self.num_classes, self.logit_scale, self.prob_thd,
+            self.area_thd, self.pamr_steps, self.pamr_stride, self.renormalise, image=inputs[index],
+        )) for index, rgb in enumerate(rgbs)]
 
     def prediction(self, image: ImageSource) -> tuple[np.ndarray, FullSize]:
         """The image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when asked)."""
-        rgb = read_image(image)
-        resized = numerics.resize_for_inference(rgb, self.scale, min_side=self.patch_size)
-        normalised = numerics.normalise(resized, self.mean, self.std)
-        logits = self.coarse_logits(normalised)
-        return rgb, FullSize(
-            logits, rgb.shape[:2], self.query_to_class, self.num_classes, self.logit_scale, self.prob_thd,
-            self.area_thd, self.pamr_steps, self.pamr_stride, self.renormalise, image=normalised,
-        )
+        return self.predictions([image])[0]
 
     def __call__(self, image: ImageSource) -> SegmentationResult:
         """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
