@@ -131,7 +131,8 @@ class Segmenter:
     ) -> None:
         lines = vocabulary_lines(classes, vocab)
         # Every setting is checked (scclip.settings) before the backbone loads.
-        check_settings(method, dict(prob_thd=prob_thd, clip_arch=clip_arch, **options))
+        check_settings(method, {"prob_thd": prob_thd, "clip_arch": clip_arch,
+                                "pamr_steps": PAMR_STEPS if pamr else 0, **options})
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)

@@ -21,6 +21,7 @@ from .clip.records import settings_backbone, with_published_settings
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
 from .settings import SWITCH_HELP
+from .vfm import DEFAULT_VFM
 
 SWITCHES = tuple(SWITCH_HELP)  # SC-CLIP's component switches, in the settings table
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
@@ -48,6 +49,8 @@ class MethodSpec:
         renormalise_scores: stored class scores are divided by their sum over classes (NACLIP).
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
         checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
+        refuses: shared settings the method cannot apply, each with the reason: any value but the
+            setting's default is refused (`scclip.settings.check_settings`).
     """
 
     name: str
@@ -58,6 +61,7 @@ class MethodSpec:
     renormalise_scores: bool = False
     resize_through_input: bool = False
     checks: tuple[Callable[[Mapping[str, Any]], None], ...] = field(default=())
+    refuses: Mapping[str, str] = field(default_factory=dict)
 
 
 def calibration_defaults(depth: int) -> tuple[dict, str]:
@@ -109,6 +113,14 @@ def _scclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> n
     return SCCLIPEncoder(visual, CalibrationConfig(**{name: settings[name] for name in (*CALIBRATION_SETTINGS, *SWITCHES)}))
 
 
+def _proxyclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> nn.Module:
+    from .dino import load_vfm
+    from .proxyclip import ProxyCLIPEncoder
+
+    return ProxyCLIPEncoder(visual, load_vfm(settings["vfm"], settings["vfm_path"]), beta=settings["proxy_beta"],
+                            gamma=settings["proxy_gamma"], pad_multiple=settings["pad_multiple"])
+
+
 def _check_naclip(settings: Mapping[str, Any]) -> None:
     if settings["attention"] == "csa" and settings["naclip_arch"] != "vanilla":
         raise InputError("attention='csa' needs naclip_arch='vanilla' (as in NACLIP's release)")
@@ -143,6 +155,17 @@ METHODS: dict[str, MethodSpec] = {
             "NACLIP (Hajimiri et al., WACV 2025), sinahmr/NACLIP@0cac3a651f75",
             {"naclip_arch": "reduced", "attention": "naclip", "gaussian_std": 5.0}, _naclip_encoder,
             renormalise_scores=True, resize_through_input=True, checks=(_check_naclip,),
+        ),
+        MethodSpec(
+            "proxyclip", "last block attends CLIP's values with a VFM's (DINO's) patch similarities, at the VFM's grid",
+            "ProxyCLIP (Lan et al., ECCV 2024), mc-lan/ProxyCLIP@e7b767fbc58e; VFM DINO ViT-B/8, "
+            "facebookresearch/dino@7c446df5b9f4",
+            {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
+            _proxyclip_encoder, refuses={
+                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"),
+                                "its release has no area threshold and no PAMR"),
+                "pad_to_patch": "its windows are padded to pad_multiple (56) instead",
+            },
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InputError
 from .settings import DEFAULTS, SWITCH_HELP, check_settings
+from .vfm import add_vfm_option, vfm_settings
 
 RUNTIMES = ("torch", "onnx")
 DEVICES = ("cpu", "cuda")
@@ -47,7 +48,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = DEFAULT_BACKBONE) -> None:
-    """--backbone (and --clip-arch, the architecture of an open_clip file or tag)."""
+    """--backbone (and --clip-arch, the architecture of an open_clip file or tag; --vfm, ProxyCLIP's second
+    backbone)."""
     shown = f" (default: {default})" if default else " (default: the config's)"
     parser.add_argument("--backbone", default=default,
                         help="CLIP name (ViT-B/16, ViT-L/14, ...), a name of `scclip backbones` "
@@ -56,13 +58,14 @@ def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = 
     parser.add_argument("--clip-arch",
                         help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
                              "pretrained tag given as --backbone")
+    add_vfm_option(parser)
 
 
 def add_method_options(parser: argparse.ArgumentParser, default: str | None = DEFAULTS["method"]) -> None:
     """--method and --set KEY=VALUE (with its aliases --setting, --ablate and --anomaly-detector)."""
     shown = f" (default: {default})" if default else " (default: the config's)"
     parser.add_argument("--method", default=default,
-                        help=f"scclip or a baseline: vanilla, maskclip, sclip, clearclip, naclip{shown}")
+                        help=f"scclip or a baseline: vanilla, maskclip, sclip, clearclip, naclip, proxyclip{shown}")
     parser.add_argument("--set", "--setting", dest="set", action="append", default=[], metavar="KEY=VALUE",
                         help="a method setting (scclip/settings.py), repeatable: e.g. --set prob_thd=0.3 "
                              "--set anomaly_detector=norm --set slide_crop=0")
@@ -122,7 +125,7 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The method settings the command line gives (--set, --ablate, --anomaly-detector), not yet checked
+    """The method settings the command line gives (--set, --ablate, --anomaly-detector, --vfm), not yet checked
     against a method (an exported model checks them against its own, `fixed_by_export`)."""
     settings: dict[str, Any] = dict(parse_setting(text) for text in args.set)
     method = args.method or DEFAULTS["method"]
@@ -139,6 +142,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--anomaly-detector chooses SC-CLIP's anomaly tokens, but --method is {method!r}: "
                              "use --method scclip")
         settings["anomaly_detector"] = args.anomaly_detector
+    settings.update(vfm_settings(getattr(args, "vfm", None), args.method))
     return settings
 
 
@@ -148,6 +152,12 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = given_settings(args)
     check_settings(args.method or DEFAULTS["method"], settings)
     return settings
+
+
+def call_threshold(args: argparse.Namespace, settings: dict[str, Any]) -> float | None:
+    """The per-call `prob_thd`: --prob-thd, else `--set prob_thd=...` (taken out of `settings`), else None."""
+    given = settings.pop("prob_thd", None)
+    return given if args.prob_thd is None else args.prob_thd
 
 
 def onnx_providers(device: str | None) -> list | None:
@@ -179,12 +189,11 @@ def check_runtime(args: argparse.Namespace, torch_only: tuple[str, ...] = ()) ->
                          "(export another model to change them)")
 
 
-def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object,
-                    changeable: tuple[str, ...] = ()) -> None:
-    """Refuse, in one line naming the exported value, a setting the exported model cannot change
-    (everything but `changeable`) given with another value than it was exported with."""
+def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object) -> None:
+    """Refuse, in one line naming the exported value, a setting given with another value than the exported
+    model in `model` was exported with (the callers leave out what acts after the graphs)."""
     for name, value in settings.items():
-        if name in changeable or exported.get(name) == value:
+        if exported.get(name) == value:
             continue
         if name not in exported:
             raise InputError(f"{name}={value!r}: the model exported to {model} has no setting {name!r} "

@@ -76,7 +76,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         name_path: vocabulary file, one class per line, synonyms separated by ', '; or a benchmark's name
             ('voc21', 'ade20k', ...: its vocabulary shipped with the package).
         device: where the model runs; None = CUDA when available, else CPU.
-        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip' or 'naclip' (docs/method.md#method-table).
+        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip' or 'proxyclip'
+            (docs/method.md#method-table).
         clip_arch: an open_clip architecture name when `clip_path` is an open_clip tag or file.
         pamr_steps: PAMR iterations (0 = off).
         pamr_stride: PAMR dilations.
@@ -104,7 +105,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
             calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
             ('lof' or 'norm') and the switches
             `anomaly_resolution`, `attention_calibration`, `feature_aggregation`, `multi_level_fusion`
-            (scclip; indices not given follow the backbone's depth).
+            (scclip; indices not given follow the backbone's depth); `vfm`, `vfm_path`, `proxy_beta`,
+            `proxy_gamma`, `pad_multiple` (proxyclip, which takes no area_thd, PAMR or pad_to_patch).
     """
 
     def __init__(
@@ -201,6 +203,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.slide_stride = slide_stride
         self.slide_crop = slide_crop
         self.pad_to_patch = pad_to_patch
+        # Windows are padded to a multiple of this (0: never): the encoder's own rule (ProxyCLIP's 56), else the
+        # patch with pad_to_patch (ClearCLIP).
+        self.pad_multiple = getattr(self.encoder, "pad_multiple", 0) or (self.encoder.patch_size if pad_to_patch else 0)
         self.crop_batch_size = crop_batch_size
         self.method_settings = dict(
             method=method, slide_crop=slide_crop, slide_stride=slide_stride, logit_scale=logit_scale,
@@ -241,6 +246,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise InputError(f"{what} of size {tuple(images.shape[-2:])} is smaller than one {patch}×{patch} patch")
         return images.to(self.device)
 
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The grid of the encoder's dense features for an H×W crop: CLIP's patch grid, or the encoder's own
+        (`output_grid`, e.g. ProxyCLIP's VFM grid)."""
+        encoder_grid = getattr(self.encoder, "output_grid", None)
+        return encoder_grid(height, width) if encoder_grid is not None else self.encoder.visual.grid_size(height, width)
+
     @torch.no_grad()
     def dense_features(
         self, crops: Tensor, return_anomalies: bool = False
@@ -258,14 +269,15 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size;
         'grid': not resized, one logit per patch).
 
-        With `pad`, a crop whose sides are not patch multiples is zero-padded to them first, and
-        its logits are resized to the padded size and cut back to the crop (ClearCLIP's windows).
+        With `pad`, a crop whose sides are not multiples of `pad_multiple` is zero-padded to them first,
+        and its logits are resized to the padded size and cut back to the crop (ClearCLIP's and
+        ProxyCLIP's windows).
         """
         height, width = crops.shape[-2:]
-        left, right, top, bottom = patch_padding(height, width, self.encoder.patch_size) if pad else (0, 0, 0, 0)
+        left, right, top, bottom = patch_padding(height, width, self.pad_multiple or self.encoder.patch_size) if pad else (0, 0, 0, 0)
         if left or right or top or bottom:
             crops = F.pad(crops, (left, right, top, bottom))
-        grid = self.encoder.visual.grid_size(*crops.shape[-2:])
+        grid = self.output_grid(*crops.shape[-2:])
         features = self.dense_features(crops)  # B×N×D
         logits = (features @ self.query_features.T).transpose(1, 2)  # B×Q×N
         logits = logits.reshape(crops.shape[0], -1, *grid)
@@ -292,7 +304,7 @@ class SCCLIPForSegmentation(BaseSegmentor):
             for start in range(0, len(jobs), self.crop_batch_size):
                 chunk = jobs[start : start + self.crop_batch_size]
                 crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
+                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
                     sums[i][:, y1:y2, x1:x2] += logits
                     counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]

@@ -133,10 +133,10 @@ def test_a_held_run_folder_is_refused_before_any_weights_are_read(unfinished_run
     (folder,) = run_folders(work_dir)
     mapped_only = loading.load_state_dict
 
-    def keys_only(path, mapped=False):
+    def keys_only(path, kind="CLIP", mapped=False):
         if not mapped:
             raise AssertionError(f"the tensors of {path} were read before the run folder's lock was taken")
-        return mapped_only(path, mapped=True)
+        return mapped_only(path, kind, mapped=True)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was built before the run folder's lock was taken")

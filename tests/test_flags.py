@@ -126,3 +126,28 @@ def test_segment_on_onnx_takes_prob_thd_zero_and_refuses_what_the_export_fixes(e
     with pytest.raises(Exception, match=r"drop --method"):
         options.check_runtime(parsed("--runtime", "onnx", "--model", str(exported), "--method", "naclip"),
                               ("backbone", "clip_arch", "method"))
+
+
+def test_the_runtimes_command_imports_nothing_torch_side():
+    """The runtime's command, its flags and its outputs import with torch (and the PyTorch command) blocked."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.abc\n"
+        "BLOCKED = ('torch', 'mmcv', 'mmengine', 'mmseg', 'cv2', 'torchvision', 'scclip.cli', 'scclip.api')\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED or name in BLOCKED:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from scclip.runtime import cli\n"
+        "import scclip.outputs, scclip.options\n"
+        "cli.build_parser().parse_args(['segment', '--model', 'm', '--image', 'x', '--device', 'cuda'])\n"
+        "print(sorted(name for name in sys.modules if name.startswith('scclip.')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "scclip.outputs" in done.stdout and "scclip.cli'" not in done.stdout

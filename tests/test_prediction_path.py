@@ -16,10 +16,12 @@ CLASSES = "person, astronaut, flag, wall, space suit"
 
 @pytest.mark.parametrize("slide", [True, False], ids=["windows", "whole-image"])
 @pytest.mark.parametrize("method", available_methods())
-def test_photo_path_equals_the_benchmark_path(tiny_checkpoint_path, method, slide):
+def test_photo_path_equals_the_benchmark_path(tiny_checkpoint_path, tiny_dino_path, method, slide):
     image = np.asarray(Image.fromarray(sample_data.astronaut()).resize((410, 300)))
+    # ProxyCLIP's release has no area threshold: it runs with the tiny VFM instead.
+    options = dict(vfm_path=str(tiny_dino_path)) if method == "proxyclip" else dict(area_thd=0.2)
     segmenter = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", method=method, slide=slide,
-                          prob_thd=0.2, area_thd=0.2)
+                          prob_thd=0.2, **options)
     result = segmenter(image)
     expected_labels, expected_scores = reference(segmenter, image)
     assert_same_labels(result.labels, expected_labels, expected_scores)

@@ -1,5 +1,7 @@
-"""Evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
+"""`scclip eval` (`python eval.py`): evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
 
+    scclip eval --config voc21 [--backbone ViT-L/14] [--method clearclip] [--set prob_thd=0.2]
+    scclip eval --config custom --data-root DIR [--runtime onnx --model exported/]
     python eval.py --config configs/cfg_voc21.py [--work-dir work_dirs] [--show-dir vis]
     python eval.py --config configs/cfg_voc21.py --resume        # continue an interrupted run
     python eval.py --config configs/cfg_voc21.py --check-data    # read every file of the split first
@@ -65,8 +67,8 @@ from scclip.evaluation.runs import (
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
-from scclip.benchmarks import config_keys, resolve_config
-from scclip.launch import choose_device, start
+from scclip.benchmarks import config_keys, config_root, resolve_config
+from scclip.launch import choose_device, process_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
 from scclip.visualize import comparison, palette
@@ -146,10 +148,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def read_config(path: str) -> Config:
-    """The config file, or one line naming the configs that exist."""
+    """The config file, or one line naming the configs (or, for a bare name, the keys) that exist."""
     config = Path(path)
+    if not config.is_file() and config.suffix != ".py" and len(config.parts) == 1:
+        close = difflib.get_close_matches(path, config_keys(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(f"--config {path} is neither a config file nor a benchmark key: {hint}"
+                         f"keys: {', '.join(config_keys())}")
     if not config.is_file():
-        folder = config.parent if config.parent.is_dir() else Path("configs")
+        folder = config.parent if config.parent.is_dir() else config_root()
         names = sorted(str(found) for found in folder.glob("**/cfg_*.py"))
         close = difflib.get_close_matches(str(config), names, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
@@ -258,14 +265,15 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
     apply_data_root(cfg, args)
     check_model_settings(dict(cfg.model))
     check_loader_settings(dict(cfg.test_dataloader), list(args.cfg_options), known_loader_settings)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     if args.runtime == "onnx":
         from scclip.evaluation.exported import exported_model_config
 
         cfg.model = exported_model_config(cfg.model, args.model)
         cfg.backbone = f"exported:{Path(args.model).name}"
     cfg.launcher = args.launcher
-    cfg.model.device = device
+    # An exported model's ONNX Runtime session picks its GPU itself: each process its own under a launcher.
+    cfg.model.device = process_device(device, args.launcher) if args.runtime == "onnx" else device
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl" if device == "cuda" else "gloo"
     loader = cfg.test_dataloader
     loader.num_workers = dataloader_workers(loader.get("num_workers", 0),

@@ -85,6 +85,8 @@ def run_identity(cfg: Mapping, image_paths: Sequence[str], precision: str) -> di
         model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
     else:  # an exported model folder (scclip.evaluation.exported): its model.json holds every file's SHA-256
         model["model"] = hashlib.sha256((Path(model["model"]) / "model.json").read_bytes()).hexdigest()
+    if model.get("vfm_path") is not None:  # ProxyCLIP's VFM file: named by its content, as the checkpoint
+        model["vfm_path"] = checkpoint_digest(str(model["vfm_path"]))
     model["precision"] = precision
     if "name_path" in model or "vocabulary" in model:
         vocabulary = vocabulary_sha256(model)

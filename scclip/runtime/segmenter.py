@@ -85,6 +85,10 @@ class OnnxSegmenter:
         self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULT_CROP) * bool(slide)
         self.slide_stride = int(settings["slide_stride"])
         self.pad_to_patch = bool(settings["pad_to_patch"])
+        # Checked by the folder's schema; exports before these fields: features on the patch grid, windows
+        # padded to the patch with pad_to_patch.
+        self.feature_stride = int(meta.get("feature_stride", self.patch_size))
+        self.pad_multiple = int(meta.get("pad_multiple", self.patch_size if self.pad_to_patch else 0))
         self.renormalise = bool(meta.get("renormalise_scores", False))
         self.resize_through_input = bool(meta.get("resize_through_input", False))
         self.crop_batch_size = crop_batch_size
@@ -158,10 +162,11 @@ class OnnxSegmenter:
     def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False) -> np.ndarray:
         """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size` and `pad`)."""
         height, width = crops.shape[-2:]
-        left, right, top, bottom = patch_padding(height, width, self.patch_size) if pad else (0, 0, 0, 0)
+        multiple = self.pad_multiple or self.patch_size
+        left, right, top, bottom = patch_padding(height, width, multiple) if pad else (0, 0, 0, 0)
         if left or right or top or bottom:
             crops = np.pad(crops, ((0, 0), (0, 0), (top, bottom), (left, right)))
-        grid = (crops.shape[-2] // self.patch_size, crops.shape[-1] // self.patch_size)
+        grid = (crops.shape[-2] // self.feature_stride, crops.shape[-1] // self.feature_stride)
         features = self.dense_features(crops)
         logits = (features @ self.query_features.T).transpose(0, 2, 1).reshape(crops.shape[0], -1, *grid)
         if size == "grid":
@@ -187,7 +192,7 @@ class OnnxSegmenter:
             for start in range(0, len(jobs), self.crop_batch_size):
                 chunk = jobs[start : start + self.crop_batch_size]
                 crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
+                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
                     sums[i][:, y1:y2, x1:x2] += logits
                     counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]

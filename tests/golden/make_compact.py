@@ -13,7 +13,8 @@ golden text touches, and full-size class scores. The compact copy keeps what the
   scores are within 1e-5) as `methods/` already does; the case JSON gains `probs_stride`; `pred`,
   features and anomaly indices are kept whole. `init_commit/` cases use the images and checkpoints
   of the folder above it, so it holds no copy of them;
-- `methods/`, the images, vocabularies and token files are copied unchanged.
+- `methods/`, `proxyclip/` (ProxyCLIP's cases, compact already), the images, vocabularies and token
+  files are copied unchanged; ProxyCLIP's tiny DINO is stored xz-compressed as it is.
 """
 import argparse
 import io
@@ -37,12 +38,15 @@ TIE_ATOL = 1e-5
 CHECKPOINTS = ("clip_b16_seed0.pt", "clip_l14_seed0.pt")
 INIT_COMMIT = "init_commit"  # the release's first commit: Part I cases with anomalies by norm
 COMPRESSED_SUFFIX = ".xz"
+PROXYCLIP = "proxyclip"  # ProxyCLIP's cases (tests/test_proxyclip_golden.py) and their VFM checkpoint
+VFM_CHECKPOINTS = ("dino_b8_seed0.pth",)
 
 
 def used_tokens(full: Path) -> torch.Tensor:
     """Token ids of every prompt (80 templates × every name) of every golden vocabulary."""
     queries = set()
-    for pattern in ("*_classes.txt", "methods/*_classes.txt", f"{INIT_COMMIT}/*_classes.txt"):
+    for pattern in ("*_classes.txt", "methods/*_classes.txt", f"{INIT_COMMIT}/*_classes.txt",
+                    f"{PROXYCLIP}/*_classes.txt"):
         for path in sorted(full.glob(pattern)):
             queries.update(Vocabulary.from_file(path).queries)
     prompts = [template.format(query) for query in sorted(queries) for template in load_templates()]
@@ -93,14 +97,17 @@ def compact_cases(full: Path, out: Path) -> None:
 
 def make_compact(full: Path, out: Path) -> int:
     """Write the compact copy of `full` into `out`; returns its size in bytes."""
-    (out / "methods").mkdir(parents=True, exist_ok=True)
+    for folder in ("methods", PROXYCLIP):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     keep = used_tokens(full)
     for name in CHECKPOINTS:
         compact_checkpoint(full / name, out / name, keep)
+    for name in VFM_CHECKPOINTS:
+        (out / (name + COMPRESSED_SUFFIX)).write_bytes(lzma.compress((full / name).read_bytes(), preset=9))
     compact_cases(full, out)
     if (full / INIT_COMMIT).is_dir():
         compact_cases(full / INIT_COMMIT, out / INIT_COMMIT)
-    for pattern in ("*_classes.txt", "*_image.npy", "tokens.json", "tokens.npy", "methods/*",
+    for pattern in ("*_classes.txt", "*_image.npy", "tokens.json", "tokens.npy", "methods/*", f"{PROXYCLIP}/*",
                     f"{INIT_COMMIT}/*_classes.txt"):
         for path in sorted(full.glob(pattern)):
             shutil.copyfile(path, out / path.relative_to(full))
