@@ -686,7 +686,7 @@ def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: st
     records = RecordFile(out / WORK_FOLDER / f"{plan.session}-rank{rank:05d}.jsonl")
     progress = Progress(out, plan.session, rank, world_size, len(plan.pending))
     labeller = Labeller(segmenter, args, plan, records, progress)
-    with stop_on_signals():
+    with stop_on_signals(args.batch_size):
         try:
             labeller.run(mine)
         except Interrupted as interrupted:

@@ -85,7 +85,7 @@ def _strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     return state_dict
 
 
-def load_state_dict(path: str | os.PathLike, kind: str = "CLIP") -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike, kind: str = "CLIP", mapped: bool = False) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint on the CPU: a TorchScript archive, a plain state dict or safetensors.
 
     `kind` names what the file should be in messages ('CLIP', or 'DINO' for ProxyCLIP's VFM).
@@ -95,6 +95,11 @@ def load_state_dict(path: str | os.PathLike, kind: str = "CLIP") -> dict[str, to
     files are read with `weights_only=True` and TorchScript archives by `torchscript.read_state_dict`,
     which unpickles only tensors and never runs the archive's TorchScript; a file that asks for
     anything else is refused.
+
+    Args:
+        mapped: map a plain file's tensors into memory instead of reading them (they are read when first
+            used), for a caller that only looks at the keys and shapes: a command checks its checkpoint
+            in a blink, before its output folder is locked, and hundreds of megabytes are read only after.
     """
     path = Path(path)
     if not path.exists():
@@ -114,7 +119,7 @@ def load_state_dict(path: str | os.PathLike, kind: str = "CLIP") -> dict[str, to
         except torchscript.ArchiveError as error:
             raise _not_a_checkpoint(path, f"unreadable TorchScript archive: {error}", kind) from None
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = _torch_load(path, mapped)
     except Exception as error:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError...)
         if failure := _weights_only_failure(error):
             asks_for_code, cause = failure
@@ -128,6 +133,13 @@ def load_state_dict(path: str | os.PathLike, kind: str = "CLIP") -> dict[str, to
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise _not_a_checkpoint(path, f"it holds a {type(content).__name__}, not a dict of tensors", kind)
     return _strip_wrapper_prefix(content)
+
+
+def _torch_load(path: Path, mapped: bool) -> object:
+    """`torch.load(weights_only=True)`, mapped where asked and the file allows it (files of torch before 1.6 do not)."""
+    if mapped and zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -48,13 +48,22 @@ from scclip.evaluation.data import (
     Split,
     available_cores,
     check_data,
+    check_label_sizes,
     folder_problems,
     list_split,
     with_checked_loaders,
 )
 from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
-from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
+from scclip.evaluation.runs import (
+    DEFAULT_METHOD,
+    RunFolder,
+    carry_over,
+    differences,
+    image_list_changed,
+    run_identity,
+    runs_of_config,
+)
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
@@ -106,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mIoU difference B - A with a 95%% paired bootstrap interval, per class, wins; and exit")
     parser.add_argument("--gallery", type=int, metavar="N",
                         help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
-                             "differ most, in SHOW_DIR (else WORK_DIR)/compare-<A>-vs-<B>/")
+                             "differ most, in SHOW_DIR (else the folder of run A)/compare-<A>-vs-<B>/")
     parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
     return parser
 
@@ -387,14 +396,18 @@ def precision_of(cfg: Config, device: str) -> str:
     return precision
 
 
-def refuse_mismatched_resume(args: argparse.Namespace, stem: str, identity: dict) -> None:
-    """`--resume` without a stored run of these settings: refuse when the work dir holds one with other settings."""
+def run_to_resume(args: argparse.Namespace, stem: str, identity: dict) -> RunFolder | None:
+    """`--resume` without a stored run of these settings: the unfinished run of these settings on another image
+    list (a bad file removed since), whose results for the images still there carry over; None when the work dir
+    holds no unfinished run of this config; refused when the closest one has other settings."""
     others = [run for run in runs_of_config(args.work_dir, stem) if not run.finished]
     if not others:
-        return
+        return None
     changes = {run: differences(run.read_description()["identity"], identity) for run in others}
     other = min(others, key=lambda run: len(changes[run]))  # the run this command most likely meant
     changed = changes[other]
+    if image_list_changed(changed):
+        return other
     shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     raise InputError(f"nothing to resume for these settings: the unfinished run {other.path} differs ({shown}); "
                      "resume it with its own settings, or drop --resume to start a new run")
@@ -535,12 +548,17 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
     if run.has_results() and not (args.resume or args.force):
         raise InputError(f"{run.path} holds an unfinished run of this command ({run.stored_count()} of "
                          f"{len(split.image_paths)} images stored): add --resume to continue it or --force to start over")
-    if args.resume and not run.has_results():
-        refuse_mismatched_resume(args, stem, identity)
+    earlier = run_to_resume(args, stem, identity) if args.resume and not run.has_results() else None
     if is_main_process():
         if args.force:
             run.clear()
         run.prepare(identity, dict(config=args.config, overrides=args.cfg_options, command=shlex.join(argv)))
+        if earlier is not None:
+            kept = carry_over(earlier, run, split.image_paths)
+            before = earlier.read_description()["identity"]["num_images"]
+            print(f"{stem}: the split has {len(split.image_paths)} images now, the unfinished run {earlier.path} had "
+                  f"{before}: its {kept} results for images still in the split are kept, and this run scores the "
+                  f"{len(split.image_paths)} images in {run.path} ({earlier.path} is left as it was)")
     barrier()
 
     stored = stored_results(run.results_dir, run.key, split.image_paths)
@@ -550,6 +568,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
         result = metrics_from_store(run.results_dir, run.key, split.image_paths, split.class_names)
         finish(args, cfg, device, identity, run, result, len(stored), 0.0)
         return 0
+    check_label_sizes(split, pending)  # from the file headers: a label map of another size stops nothing midway
     if is_main_process():
         resumed = f", {len(stored)} already stored" if stored else ""
         print(f"{stem}: evaluating {len(pending)} of {len(split.image_paths)} images{resumed} in {run.path}")
@@ -560,7 +579,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
     cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
                         ignore_index=ignore_index)
     start = time.perf_counter()
-    with stop_on_signals() as stop:
+    with stop_on_signals(cfg.test_dataloader.get("batch_size", 1)) as stop:
         try:
             runner = QuietRunner.from_cfg(cfg)
             runner.register_hook(ProgressBarHook())
@@ -601,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         from scclip.evaluation.compare import compare_command
 
         device = choose_device(args.device, hide_gpus=True) if args.gallery else "cpu"
-        return compare_command(args.compare, args.gallery, args.json, Path(args.show_dir or args.work_dir),
+        gallery_root = Path(args.show_dir) if args.show_dir else None  # None: beside the runs
+        return compare_command(args.compare, args.gallery, args.json, gallery_root,
                                lambda command: load_config(parse_args(command), device))
     return evaluate(args, argv)
 
