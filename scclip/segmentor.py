@@ -1,5 +1,4 @@
 """SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (docs/method.md#the-segmentor)."""
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Literal
@@ -26,7 +25,7 @@ from .postprocess import PostProcessing
 from .settings import DEFAULTS, check_settings
 from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
-from .windows import patch_padding, sliding_windows
+from .windows import patch_padding, window_batches
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -295,18 +294,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """Per image Q×H×W logits averaged over windows; windows of all images run batched."""
         sums = [image.new_zeros(len(self.query_features), *image.shape[-2:]) for image in images]
         counts = [image.new_zeros(1, *image.shape[-2:]) for image in images]
-        by_shape: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = defaultdict(list)
-        for index, image in enumerate(images):
-            for window in sliding_windows(*image.shape[-2:], self.slide_crop, self.slide_stride):
-                y1, y2, x1, x2 = window
-                by_shape[(y2 - y1, x2 - x1)].append((index, window))
-        for jobs in by_shape.values():
-            for start in range(0, len(jobs), self.crop_batch_size):
-                chunk = jobs[start : start + self.crop_batch_size]
-                crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
-                    sums[i][:, y1:y2, x1:x2] += logits
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
+            crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+                sums[i][:, y1:y2, x1:x2] += logits
+                counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     @torch.no_grad()

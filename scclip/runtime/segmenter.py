@@ -14,7 +14,7 @@ from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
 from ..settings import DEFAULTS, PAMR_ON_STEPS
 from ..vocabulary import Vocabulary, vocabulary_lines
-from ..windows import patch_padding, sliding_windows
+from ..windows import patch_padding, window_batches
 from . import numerics
 from .folder import ModelFolder
 from .fullsize import FullSize
@@ -182,18 +182,12 @@ class OnnxSegmenter:
         images are batched by shape, each encoded on its own."""
         sums = [np.zeros((len(self.query_features), *image.shape[-2:]), dtype=np.float32) for image in images]
         counts = [np.zeros((1, *image.shape[-2:]), dtype=np.float32) for image in images]
-        by_shape: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = defaultdict(list)
-        for index, image in enumerate(images):
-            for window in sliding_windows(*image.shape[-2:], self.slide_crop, self.slide_stride):
-                y1, y2, x1, x2 = window
-                by_shape[(y2 - y1, x2 - x1)].append((index, window))
-        for jobs in by_shape.values():
-            for start in range(0, len(jobs), self.crop_batch_size):
-                chunk = jobs[start : start + self.crop_batch_size]
-                crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
-                    sums[i][:, y1:y2, x1:x2] += logits
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes = [image.shape[-2:] for image in images]
+        for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
+            crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+                sums[i][:, y1:y2, x1:x2] += logits
+                counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     def coarse_logits(self, image: np.ndarray) -> np.ndarray:
