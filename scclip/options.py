@@ -154,10 +154,23 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def call_threshold(args: argparse.Namespace, settings: dict[str, Any]) -> float | None:
-    """The per-call `prob_thd`: --prob-thd, else `--set prob_thd=...` (taken out of `settings`), else None."""
-    given = settings.pop("prob_thd", None)
-    return given if args.prob_thd is None else args.prob_thd
+def command_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything --set (and its aliases) and --prob-thd give, checked before anything loads: for --method on
+    PyTorch, against the exported model on ONNX Runtime (`prob_thd` acts after the graphs on both)."""
+    from .settings import check_value
+
+    settings = given_settings(args)
+    if args.prob_thd is not None:
+        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
+        settings["prob_thd"] = args.prob_thd
+    if args.runtime == "torch":
+        check_settings(args.method or DEFAULTS["method"], settings)
+    elif set(settings) - {"prob_thd"}:
+        from .runtime.folder import ModelFolder
+
+        fixed = {name: value for name, value in settings.items() if name != "prob_thd"}
+        fixed_by_export(fixed, ModelFolder.open(args.model).meta["settings"], args.model)
+    return settings
 
 
 def onnx_providers(device: str | None) -> list | None:

@@ -131,26 +131,16 @@ def checked_lines(args: argparse.Namespace) -> list[str]:
     from scclip import options
     from scclip.errors import ImageError, InputError
     from scclip.fileio import check_output_folder
-    from scclip.settings import check_value
     from scclip.vocabulary import check_vocabulary_arguments, vocabulary_lines
 
     check_vocabulary_arguments(args.classes, args.vocab, args.image)
     lines = vocabulary_lines(args.classes, args.vocab)
     options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
-    if args.prob_thd is not None:
-        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
-    if args.runtime == "onnx":
+    args.settings = options.command_settings(args)
+    if args.runtime == "onnx":  # its record names the model in the run's identity
         from scclip.runtime.folder import ModelFolder
 
-        args.settings = options.given_settings(args)
         args.exported = ModelFolder.open(args.model).meta
-        options.fixed_by_export({key: value for key, value in args.settings.items() if key != "prob_thd"},
-                                args.exported["settings"], args.model)
-    else:
-        check_value("method", args.method)  # unknown: the closest method's name and the list
-        args.settings = options.method_settings(args)
-    if args.prob_thd is not None:
-        args.settings["prob_thd"] = args.prob_thd
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if not args.image.is_dir():

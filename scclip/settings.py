@@ -284,6 +284,13 @@ SETTINGS: tuple[Setting, ...] = (
                          ("pin_memory", "page-locked batches for the GPU"))),
 )
 
+# What `pamr=True` means where PAMR is a switch (Segmenter, the command line, the web page, the runtime).
+PAMR_ON_STEPS = 10
+# PAMR's affinity divides each neighbour difference by PAMR_STD_SCALE × the local spread + PAMR_STD_EPS
+# (docs/method.md#pamr): constants of the maths, shared by scclip.pamr and the runtime's numpy copy.
+PAMR_STD_SCALE = 0.1
+PAMR_STD_EPS = 1e-8
+
 BY_KEY: Mapping[str, Setting] = MappingProxyType({setting.key: setting for setting in SETTINGS})
 MODEL_SETTINGS: Mapping[str, Setting] = MappingProxyType(
     {setting.name: setting for setting in SETTINGS if setting.section == "model"})

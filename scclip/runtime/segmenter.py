@@ -12,14 +12,13 @@ from ..bpe import token_rows, tokenizer_from_file
 from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
+from ..settings import DEFAULTS, PAMR_ON_STEPS
 from ..vocabulary import Vocabulary, vocabulary_lines
 from ..windows import patch_padding, sliding_windows
 from . import numerics
 from .folder import ModelFolder
 from .fullsize import FullSize
 
-PAMR_STEPS = 10  # scclip.api: PAMR's steps when `pamr=True`
-DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole images
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
@@ -79,10 +78,10 @@ class OnnxSegmenter:
         self.logit_scale = float(settings["logit_scale"])
         self.prob_thd = float(settings["prob_thd"] if prob_thd is None else prob_thd)
         self.area_thd = settings["area_thd"]
-        self.pamr_steps = int(settings["pamr_steps"] if pamr is None else (settings["pamr_steps"] or PAMR_STEPS) * pamr)
+        self.pamr_steps = int(settings["pamr_steps"] if pamr is None else (settings["pamr_steps"] or PAMR_ON_STEPS) * pamr)
         self.pamr_stride = tuple(settings["pamr_stride"])
         exported_crop = int(settings["slide_crop"])
-        self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULT_CROP) * bool(slide)
+        self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULTS["slide_crop"]) * bool(slide)
         self.slide_stride = int(settings["slide_stride"])
         self.pad_to_patch = bool(settings["pad_to_patch"])
         # Checked by the folder's schema; exports before these fields: features on the patch grid, windows
