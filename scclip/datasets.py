@@ -7,11 +7,13 @@ COCO-Object; the Context variants get the names the published configs use. `Fold
 folder of one's own (docs/your-data.md): `images/`, `labels/` (a PNG per image, 16-bit for more
 than 255 classes) and `classes.txt`.
 """
+import codecs
 import inspect
 import os
 import os.path as osp
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import mmcv
 import numpy as np
@@ -431,6 +433,10 @@ def check_dataset(dataset_cfg: Mapping) -> int:
     ann_file = _join(root, dataset_cfg.get("ann_file", ""))
     if ann_file and not osp.isfile(ann_file):
         raise DatasetError(f"{name}: split file {ann_file} not found; {DATA_HELP}")
+    if ann_file and Path(ann_file).read_bytes().startswith(codecs.BOM_UTF8):
+        # mmseg's own reader keeps the mark in the first image's name, which then names no file.
+        raise DatasetError(f"{name}: split file {ann_file} starts with a byte-order mark, which mmseg reads as part of "
+                           "the first image's name: save it as UTF-8 without one (an editor's encoding setting)")
 
     listing = BaseSegDataset(
         ann_file=ann_file,

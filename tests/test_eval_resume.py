@@ -334,12 +334,16 @@ def test_missing_config_lists_the_configs():
 @pytest.mark.parametrize("problem, expected", [
     ("empty split", "split file {split} lists no images"),
     ("missing image", "1 of 2 images missing, e.g. {image}"),
+    ("byte-order mark", "split file {split} starts with a byte-order mark, which mmseg reads as part of the first "
+                        "image's name: save it as UTF-8 without one"),
 ])
 def test_split_problems_are_one_line(tmp_path, tiny_checkpoint_path, problem, expected):
     root = make_voc(tmp_path / "datasets", num_images=2)
     split = root / VOC.split_file
     if problem == "empty split":
         split.write_text("")
+    elif problem == "byte-order mark":
+        split.write_bytes("\ufeff".encode() + split.read_bytes())
     else:
         image_path(root, 1).unlink()
     with pytest.raises(DatasetError) as error:
