@@ -334,9 +334,10 @@ def case_methods(args: argparse.Namespace) -> dict[str, Any]:
     """Per-image time of every method at 336×448 (SC-CLIP's windows), each beside the plain ViT forward."""
     from scclip.clip import load
     from scclip.encoders import gaussian_bias
-    from scclip.methods import SWITCHES, available_methods
+    from scclip.methods import METHODS, SWITCHES, available_methods
     clip_model, _ = load(args.checkpoint, device=args.device)
-    variants = {method: dict(method=method) for method in available_methods()}
+    # A method with a second backbone (ProxyCLIP's VFM) has its own benchmark: benchmarks/proxyclip.py.
+    variants = {method: dict(method=method) for method in available_methods() if "vfm" not in METHODS[method].settings}
     variants["scclip, all switches off"] = dict(method="scclip", **{switch: False for switch in SWITCHES})
     segmentors = {name: build_segmentor(args, clip_model=clip_model, **settings) for name, settings in variants.items()}
     any_segmentor = next(iter(segmentors.values()))

@@ -1,4 +1,4 @@
-"""How predict.py's throughput grows with processes: images/s on 1 and 2 CPU processes, and the scaling.
+"""How predict.py's throughput grows with processes, on both runtimes: images/s on 1 and 2 CPU processes.
 
 Each case labels the same synthetic folder into a fresh OUT with a randomly initialised CLIP of
 ViT-B/16's depth and patch size (width `--width`; no real weights are needed: the work is the same),
@@ -6,9 +6,11 @@ and reads the images/s predict.py reports for its labelling (model loading exclu
 process gets the same threads (`--threads`, default 1), as on a GPU node every process gets its
 own GPU: linear scaling is the ideal, and what falls short of it is what splitting the work costs
 (uneven shards, the rank files, the merge at the end) or cores that are busy with something else.
+Each case runs on PyTorch and on ONNX Runtime (`--runtime onnx`, the same weights exported with
+`scclip export`'s defaults), in one run, so the two rates are measured under the same load.
 
-    python benchmarks/predict_scaling.py                       # 1 and 2 processes, 32 images
-    python benchmarks/predict_scaling.py --images 64 --width 256 --processes 1 2 4
+    python benchmarks/predict_scaling.py                       # 1 and 2 processes, 32 images, both runtimes
+    python benchmarks/predict_scaling.py --images 64 --width 256 --processes 1 2 4 --runtimes onnx
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def images_per_second(processes: int, threads: int, images: Path, checkpoint: Path, out: Path,
+def images_per_second(processes: int, threads: int, images: Path, model: list[str], out: Path,
                       batch_size: int) -> float:
-    """predict.py's own images/s for one labelling of `images` on `processes` CPU processes."""
-    arguments = ["predict.py", "--images", str(images), "--classes", CLASSES, "--backbone", str(checkpoint),
+    """predict.py's own images/s for one labelling of `images` on `processes` CPU processes; `model` is
+    its model arguments (--backbone FILE, or --runtime onnx --model DIR)."""
+    arguments = ["predict.py", "--image", str(images), "--classes", CLASSES, *model,
                  "--device", "cpu", "--out", str(out), "--batch-size", str(batch_size)]
     if processes > 1:
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
@@ -75,6 +78,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts (default: 1 2)")
     parser.add_argument("--batch-size", type=int, default=4, help="predict.py --batch-size (default: 4)")
     parser.add_argument("--threads", type=int, default=1, help="threads of each process (default: 1)")
+    parser.add_argument("--runtimes", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"],
+                        help="predict.py --runtime values to measure (default: both)")
     args = parser.parse_args()
     width, height = (int(side) for side in args.size.lower().split("x"))
     cores = available_cores()
@@ -87,21 +92,29 @@ def main() -> None:
         model = random_clip("ViT-B/16", seed=0, vision_width=args.width, transformer_width=64, transformer_heads=1,
                             transformer_layers=2, embed_dim=32)
         checkpoint = save_checkpoint(model, folder / "random_b16.pt")
+        models = {"torch": ["--backbone", str(checkpoint)]}
+        if "onnx" in args.runtimes:
+            from scclip.export import export_model
+
+            export_model(str(checkpoint), folder / "exported", clip_model=model)
+            models["onnx"] = ["--runtime", "onnx", "--model", str(folder / "exported")]
         images = folder / "images"
         images.mkdir()
         make_images(images, args.images, (width, height))
         rows = []
-        for processes in args.processes:
-            rate = images_per_second(processes, args.threads, images, checkpoint, folder / f"out{processes}",
-                                     args.batch_size)
-            rows.append((processes, rate))
-    base = rows[0][1] / rows[0][0]  # images/s of one process
+        for runtime in args.runtimes:
+            for processes in args.processes:
+                rate = images_per_second(processes, args.threads, images, models[runtime],
+                                         folder / f"out_{runtime}{processes}", args.batch_size)
+                rows.append((runtime, processes, rate))
     print(f"predict.py on {args.images} images of {width}×{height}, random ViT-B/16 of width {args.width}, "
           f"{cores} CPU cores")
-    print(f"| processes × {args.threads} thread{'s' * (args.threads > 1)} | images/s | scaling | of linear |")
-    print("|---|---|---|---|")
-    for processes, rate in rows:
-        print(f"| {processes} | {rate:.2f} | {rate / base:.2f}× | {100 * rate / (base * processes):.0f}% |")
+    print(f"| runtime | processes × {args.threads} thread{'s' * (args.threads > 1)} | images/s | scaling | of linear |")
+    print("|---|---|---|---|---|")
+    for runtime, processes, rate in rows:
+        first = next(row for row in rows if row[0] == runtime)
+        base = first[2] / first[1]  # images/s of one process on this runtime
+        print(f"| {runtime} | {processes} | {rate:.2f} | {rate / base:.2f}× | {100 * rate / (base * processes):.0f}% |")
 
 
 if __name__ == "__main__":

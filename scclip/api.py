@@ -23,7 +23,7 @@ from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
-from .settings import DEFAULTS, check_settings
+from .settings import DEFAULTS, PAMR_ON_STEPS, check_settings
 from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-free, shared with scclip.runtime)
     SAMPLE_CLASSES,
     SAMPLE_IMAGE,
@@ -39,7 +39,6 @@ from .visualize import palette
 # The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
 # long side would pass 2048; small images are enlarged. configs/base_config.py states it.
 INFERENCE_SCALE = inference_scale()
-PAMR_STEPS = 10
 
 
 def display_names(lines: Sequence[str]) -> list[str]:
@@ -131,7 +130,8 @@ class Segmenter:
     ) -> None:
         lines = vocabulary_lines(classes, vocab)
         # Every setting is checked (scclip.settings) before the backbone loads.
-        check_settings(method, dict(prob_thd=prob_thd, clip_arch=clip_arch, **options))
+        check_settings(method, {"prob_thd": prob_thd, "clip_arch": clip_arch,
+                                "pamr_steps": PAMR_ON_STEPS if pamr else 0, **options})
         if device is not None and torch.device(device).type == "cuda" and not torch.cuda.is_available():
             raise InputError("CUDA is not available here: use device 'cpu' (or install a CUDA build of torch)")
         self.backbone = str(backbone)
@@ -140,7 +140,8 @@ class Segmenter:
         if clip_model is None:
             clip_model = load_backbone(backbone, device, clip_arch, options.get("download_root"))
         self.scale = scale
-        arguments = dict(prob_thd=prob_thd, slide_crop=224 if slide else 0, pamr_steps=PAMR_STEPS if pamr else 0)
+        arguments = dict(prob_thd=prob_thd, slide_crop=DEFAULTS["slide_crop"] if slide else 0,
+                         pamr_steps=PAMR_ON_STEPS if pamr else 0)
         arguments.update(options)
         # An open_clip tag stands for the file it was resolved to (the text cache hashes that file).
         checkpoint = getattr(clip_model, "checkpoint_path", None) if clip_arch else None

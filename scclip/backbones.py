@@ -171,7 +171,9 @@ def _openai_layout_file(path: Path) -> Backbone:
     for record in records.openai_records():
         if record.sha256 == digest:
             return Backbone(record.name, str(path), None, record.depth)
-    blocks = {int(match.group(1)) for key in load_state_dict(path) if (match := _RESBLOCK_KEY.match(key))}
+    # Only the keys are looked at: the tensors are mapped, not read (eval.py locks its run folder after this).
+    blocks = {int(match.group(1)) for key in load_state_dict(path, mapped=True)
+              if (match := _RESBLOCK_KEY.match(key))}
     if not blocks:
         raise CheckpointError(f"{path} has no ViT image tower (visual.transformer.resblocks): SC-CLIP needs a ViT "
                               "CLIP; for open_clip files give --clip-arch")

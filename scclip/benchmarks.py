@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import InputError, VocabularyError
+from .fileio import read_user_text
 
 VOCABULARY_FOLDER = "vocabularies"
 VOCABULARY_SUFFIX = ".txt"
@@ -140,7 +141,7 @@ def benchmark_of_vocabulary(lines: Sequence[str]) -> Benchmark | None:
 @cache
 def shipped_lines(key: str) -> tuple[str, ...]:
     """The lines of a benchmark's shipped vocabulary, each as 'name, synonym, ...'."""
-    text = BENCHMARKS[key].vocabulary.read_text(encoding="utf-8")
+    text = read_user_text(BENCHMARKS[key].vocabulary)
     return tuple(_normalised(line) for line in text.splitlines() if line.strip())
 
 

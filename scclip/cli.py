@@ -134,44 +134,26 @@ def run(args: argparse.Namespace) -> int:
     else:
         check_vocabulary_arguments(args.classes, args.vocab, args.image or SAMPLE_IMAGE)
     lines = vocabulary_lines(classes, args.vocab)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
-    if args.runtime == "onnx":
-        load = lambda: onnx_segmenter(args, lines)  # noqa: E731
-    else:
-        settings = torch_settings(args)
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
+    settings = options.command_settings(args)  # checked before any path is
 
-        def load():
-            from .api import Segmenter
+    def load():
+        if args.runtime == "onnx":
+            return onnx_segmenter(args, lines, settings.get("prob_thd"))
+        from .api import Segmenter
 
-            return Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr, slide=not args.no_slide,
-                             clip_arch=args.clip_arch, method=args.method, **settings)
+        return Segmenter(args.backbone, classes=lines, device=args.device, pamr=args.pamr, slide=not args.no_slide,
+                         clip_arch=args.clip_arch, method=args.method, **settings)
+
     return segment_and_save(args.image or SAMPLE_IMAGE, args.out, args.recursive, args.save_mask, load)
 
 
-def torch_settings(args: argparse.Namespace) -> dict:
-    """The method settings of --set (and its aliases) and --prob-thd, checked for --method."""
-    from .settings import check_value
-
-    settings = options.method_settings(args)
-    if args.prob_thd is not None:
-        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
-        settings["prob_thd"] = args.prob_thd
-    return settings
-
-
-def onnx_segmenter(args: argparse.Namespace, lines: list[str]):
-    """`--runtime onnx`: the exported model's method and settings; a setting it cannot change is refused."""
+def onnx_segmenter(args: argparse.Namespace, lines: list[str], prob_thd: float | None):
+    """`--runtime onnx`: the exported model with its method and settings (`prob_thd`: None keeps the export's)."""
     from .runtime import OnnxSegmenter
 
-    settings = options.given_settings(args)
-    if args.prob_thd is not None:
-        settings["prob_thd"] = args.prob_thd
-    prob_thd = settings.pop("prob_thd", None)
-    segmenter = OnnxSegmenter(args.model, classes=lines, providers=options.onnx_providers(args.device),
-                              pamr=True if args.pamr else None, prob_thd=prob_thd,
-                              slide=False if args.no_slide else None)
-    options.fixed_by_export(settings, segmenter.folder.meta["settings"], args.model)
-    return segmenter
+    return OnnxSegmenter(args.model, classes=lines, providers=options.onnx_providers(args.device),
+                         pamr=True if args.pamr else None, prob_thd=prob_thd, slide=False if args.no_slide else None)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -191,16 +173,15 @@ def run_web(args: argparse.Namespace) -> int:
     """Serve the web demo (scclip/web.py) until interrupted; with --runtime onnx, an exported model without torch."""
     from .web import Limits, require_gradio, serve
 
-    options.check_runtime(args, ("backbone", "clip_arch", "method", "set", "ablate", "anomaly_detector"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     require_gradio()  # before the model loads: without Gradio, say what to install
     limits = Limits(max_side=args.max_side, max_classes=args.max_classes, max_file_mb=args.max_file_mb)
-    if args.runtime == "onnx":
-        serve(None, host=args.host, port=args.port, device=args.device, pamr=args.pamr, prob_thd=args.prob_thd or 0.0,
+    settings = options.command_settings(args)
+    prob_thd = settings.pop("prob_thd", None)
+    if args.runtime == "onnx":  # the other settings are the export's (checked above)
+        serve(None, host=args.host, port=args.port, device=args.device, pamr=args.pamr, prob_thd=prob_thd,
               slide=not args.no_slide, limits=limits, model=args.model)
     else:
-        settings = options.method_settings(args)
-        prob_thd = settings.pop("prob_thd", 0.0) if args.prob_thd is None else args.prob_thd
-        settings.pop("prob_thd", None)
         serve(args.backbone, host=args.host, port=args.port, device=args.device, method=args.method, pamr=args.pamr,
               prob_thd=prob_thd, slide=not args.no_slide, limits=limits, clip_arch=args.clip_arch, **settings)
     return 0

@@ -7,11 +7,13 @@ COCO-Object; the Context variants get the names the published configs use. `Fold
 folder of one's own (docs/your-data.md): `images/`, `labels/` (a PNG per image, 16-bit for more
 than 255 classes) and `classes.txt`.
 """
+import codecs
 import inspect
 import os
 import os.path as osp
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import mmcv
 import numpy as np
@@ -29,6 +31,8 @@ from mmseg.registry import DATASETS, TRANSFORMS
 
 from .benchmarks import vocabulary_file
 from .errors import DatasetError, InputError
+from .fileio import read_user_text
+from .imageio import entry_problem, problem_line
 from .text import Vocabulary
 
 DATA_HELP = "see docs/evaluation.md#datasets, or point the config at your copy with " \
@@ -108,12 +112,15 @@ class FolderContents:
         labels: for each image, its label map's path relative to the label folder, or None when it has none.
         orphan_labels: label maps (relative paths) that belong to no image of the folder.
         not_png: files in the label folder that are not PNG (label maps must be lossless).
+        unreadable: (path, why) of the entries with an image extension that are no file to read: links that
+            loop or are broken, pipes (scclip.imageio's wording); they are left out like unlabelled images.
     """
 
     images: tuple[str, ...]
     labels: tuple[str | None, ...]
     orphan_labels: tuple[str, ...]
     not_png: tuple[str, ...]
+    unreadable: tuple[tuple[str, str], ...] = ()
 
     @property
     def unlabelled(self) -> list[str]:
@@ -132,7 +139,7 @@ def read_split(path: str, images: Sequence[str]) -> list[str]:
         by_stem.setdefault(_without_extension(image), []).append(image)
     chosen: list[str] = []
     line_of: dict[str, int] = {}
-    for number, line in enumerate(fileio.get_text(path).splitlines(), start=1):
+    for number, line in enumerate(read_user_text(path).splitlines(), start=1):
         name = line.strip().replace("\\", "/").removeprefix("./")
         if not name:
             continue
@@ -160,7 +167,14 @@ def scan_folder(img_dir: str, ann_dir: str, split_file: str | None = None) -> Fo
         DatasetError: two images would share one label map (same stem, different extensions), or the
             split file is wrong (see `read_split`).
     """
-    images = [path for path in _files_under(img_dir) if osp.splitext(path)[1].lower() in IMAGE_EXTENSIONS]
+    images, unreadable = [], []
+    for path in _files_under(img_dir):
+        if osp.splitext(path)[1].lower() in IMAGE_EXTENSIONS:
+            problem = entry_problem(osp.join(img_dir, path))
+            if problem is None:
+                images.append(path)
+            else:
+                unreadable.append((path, problem))
     label_files = _files_under(ann_dir)
     labels = {_without_extension(path): path for path in label_files
               if osp.splitext(path)[1].lower() == LABEL_EXTENSION}
@@ -177,6 +191,7 @@ def scan_folder(img_dir: str, ann_dir: str, split_file: str | None = None) -> Fo
         labels=tuple(labels.get(_without_extension(image)) for image in chosen),
         orphan_labels=tuple(path for stem, path in sorted(labels.items()) if stem not in owner),
         not_png=tuple(path for path in label_files if osp.splitext(path)[1].lower() != LABEL_EXTENSION),
+        unreadable=tuple(unreadable),
     )
 
 
@@ -240,6 +255,11 @@ class FolderDataset(BaseSegDataset):
         if not contents.images:
             raise DatasetError(f"FolderDataset: no images ({', '.join(IMAGE_EXTENSIONS)}) in {img_dir}; "
                                f"{FOLDER_HELP}")
+        if contents.unreadable:
+            path, problem = contents.unreadable[0]
+            _warn_once(f"FolderDataset: {len(contents.unreadable)} entries of {img_dir} are no image file to read and "
+                       f"are not evaluated, e.g. {problem_line(osp.join(img_dir, path), problem)} "
+                       "(eval.py --check-data lists them)")
         unlabelled = contents.unlabelled
         if len(unlabelled) == len(contents.images):
             raise DatasetError(f"FolderDataset: none of the {len(unlabelled)} images has a label map in {ann_dir}, "
@@ -413,6 +433,10 @@ def check_dataset(dataset_cfg: Mapping) -> int:
     ann_file = _join(root, dataset_cfg.get("ann_file", ""))
     if ann_file and not osp.isfile(ann_file):
         raise DatasetError(f"{name}: split file {ann_file} not found; {DATA_HELP}")
+    if ann_file and Path(ann_file).read_bytes().startswith(codecs.BOM_UTF8):
+        # mmseg's own reader keeps the mark in the first image's name, which then names no file.
+        raise DatasetError(f"{name}: split file {ann_file} starts with a byte-order mark, which mmseg reads as part of "
+                           "the first image's name: save it as UTF-8 without one (an editor's encoding setting)")
 
     listing = BaseSegDataset(
         ann_file=ann_file,

@@ -22,7 +22,8 @@ replaced by these equivalents, which compute the same values with operations ONN
   direct form, every pair's D+1 walk points at once, with the steps t_k read from a table of
   `torch.linspace` itself (its rounding decides walks that pass exactly between two patches).
 ResCLIP's image graph takes the query features as a second input (`queries`, Q×D, L2-normalised):
-its first pass labels the crop with them.
+its first pass labels the crop with them. ProxyCLIP's VFM (DINO) is traced into the same image
+graph; its positions use the first replacement.
 Each replacement is checked against the original (tests/test_onnx.py), and every export is
 compared with the PyTorch path on the spot: a difference beyond tolerance fails the export.
 """
@@ -47,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import calibration, encoders, resclip
+from . import calibration, dino, encoders, resclip
 from .bpe import CONTEXT_LENGTH, VOCAB_FILE
 from .clip import model as clip_model_module
 from .clip.tokenizer import VOCAB_PATH, tokenize
@@ -251,6 +252,7 @@ def traceable_maths() -> Iterator[None]:
     """Swap in the graph-friendly equivalents above while tracing (module docstring); restored after."""
     swaps = [
         (clip_model_module, "resample_position_embedding", resample_position_embedding),
+        (dino, "resample_position_embedding", resample_position_embedding),  # ProxyCLIP's VFM: DINO's rule, the same
         (calibration, "local_outlier_factor", local_outlier_factor),
         (calibration, "detect_anomalies", detect_anomalies),
         (calibration, "detect_anomalies_by_norm", detect_anomalies_by_norm),
@@ -360,16 +362,32 @@ def check_sizes(patch: int, slide_crop: int) -> list[tuple[int, int, int]]:
     return [(2, first, first), (3, first + 3 * patch + 5, first - 2 * patch)]
 
 
+def photo_crops(batch: int, height: int, width: int) -> torch.Tensor:
+    """batch×3×H×W CLIP-normalised crops of the bundled sample photo (each shifted and flipped differently)."""
+    from PIL import Image
+
+    from .vocabulary import SAMPLE_IMAGE
+    from .clip.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    with Image.open(SAMPLE_IMAGE) as photo:
+        pixels = torch.from_numpy(np.asarray(photo.convert("RGB").resize((width + batch, height + batch))).copy())
+    pixels = pixels.permute(2, 0, 1).float() / 255
+    pixels = (pixels - torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1)) / torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1)
+    crops = [pixels[:, index : index + height, index : index + width] for index in range(batch)]
+    return torch.stack([crop.flip(-1) if index % 2 else crop for index, crop in enumerate(crops)])
+
+
 def compare_image_graph(graph: ImageGraph, path: Path, sizes: list[tuple[int, int, int]], tolerance: float,
-                        same_anomalies: bool = True) -> float:
-    """Largest feature difference between the ONNX graph and PyTorch on random crops; raises when beyond tolerance
-    or (with `same_anomalies`) when the anomaly masks differ."""
+                        same_anomalies: bool = True, photo: bool = False) -> float:
+    """Largest feature difference between the ONNX graph and PyTorch on random crops (with `photo`, crops of the
+    sample photo: an encoder with a hard threshold is compared on images, not noise); raises when beyond
+    tolerance or (with `same_anomalies`) when the anomaly masks differ."""
     session = _session(path)
     generator = torch.Generator().manual_seed(0)
     queries = check_queries(int(graph.encoder.visual.proj.shape[1])) if graph.needs_queries else None
     worst = 0.0
     for batch, height, width in sizes:
-        crops = torch.randn(batch, 3, height, width, generator=generator)
+        crops = photo_crops(batch, height, width) if photo else torch.randn(batch, 3, height, width, generator=generator)
         with torch.no_grad():
             expected, expected_anomalies = graph(crops, queries)
         feeds = {"images": crops.numpy(), **({"queries": queries.numpy()} if queries is not None else {})}
@@ -407,20 +425,6 @@ def _check_graph(path: Path) -> None:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as error:
         raise ExportError(f"{path.name} fails onnx.checker: {' '.join(str(error).split())[:200]}") from None
-
-
-def parse_setting(text: str) -> tuple[str, Any]:
-    """'NAME=VALUE' → (name, value): JSON values (numbers, true/false, null, lists), else the text itself."""
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise InputError(f"--setting {text!r} is not NAME=VALUE, e.g. --setting prob_thd=0.3")
-    value = value.strip()
-    aliases = {"True": "true", "False": "false", "None": "null"}
-    try:
-        parsed = json.loads(aliases.get(value, value))
-    except json.JSONDecodeError:
-        parsed = value
-    return name.strip(), parsed
 
 
 def _prepare_folder(out: Path) -> None:
@@ -462,7 +466,8 @@ def export_model(
             pamr_steps, and the method's own, e.g. anomaly_detector); the rest keep their defaults.
         precision: 'fp32', or 'fp16' (weights and activations in half precision; LayerNorm, LOF
             and norms stay in float32/64 as in the PyTorch path), compared with the fp32 path at
-            TOLERANCE['fp16'] (its anomaly tokens may differ in a few places).
+            TOLERANCE['fp16'] (its anomaly tokens may differ in a few places). An encoder with a hard
+            threshold declares a wider `feature_tolerance` (ProxyCLIP's mask: SPEC §12, 2e-3).
         clip_model: the CLIP of `backbone`, already loaded.
 
     Raises:
@@ -503,6 +508,10 @@ def export_model(
     image_graph = ImageGraph(encoder, half, logit_scale).eval()
     text_graph = TextGraph(text_clip, half).eval()
     patch = segmentor.encoder.patch_size
+    # The grid of the dense features is the patch grid, or (ProxyCLIP) the VFM's: one feature per `stride` pixels.
+    stride = getattr(segmentor.encoder, "feature_stride", patch)
+    hard_threshold = hasattr(segmentor.encoder, "feature_tolerance")
+    tolerance = max(TOLERANCE[precision], getattr(segmentor.encoder, "feature_tolerance", 0.0))
     sizes = check_sizes(patch, segmentor.slide_crop)
     example = torch.zeros(1, 3, sizes[0][1], sizes[0][2])
     examples = (example, check_queries(int(clip_model.visual.proj.shape[1]))) if image_graph.needs_queries else (example,)
@@ -530,17 +539,19 @@ def export_model(
         # Compared with the float32 path the user would otherwise run. In half precision LOF's inputs round
         # differently, so a few other anomaly tokens may be chosen: only the features' tolerance applies.
         image_difference = compare_image_graph(ImageGraph(segmentor.encoder, logit_scale=logit_scale), image_path,
-                                               sizes, TOLERANCE[precision],
-                                               same_anomalies=not half)
+                                               sizes, tolerance, same_anomalies=not half, photo=hard_threshold)
         text_difference = compare_text_graph(clip_model, text_path, TEXT_TOLERANCE[precision])
         shutil.copyfile(VOCAB_PATH, staging / VOCAB_FILE)
         record = dict(
             format_version=FORMAT_VERSION,
             method=method,
-            settings=_jsonable(segmentor.method_settings),
+            # The VFM's file is inside the image graph: `source` names it by its SHA-256, not by a path here.
+            settings=_jsonable({name: value for name, value in segmentor.method_settings.items() if name != "vfm_path"}),
             renormalise_scores=segmentor.method_spec.renormalise_scores,
             resize_through_input=segmentor.method_spec.resize_through_input,
             patch_size=patch,
+            feature_stride=stride,
+            pad_multiple=segmentor.pad_multiple,
             embed_dim=int(clip_model.visual.proj.shape[1]),
             depth=len(clip_model.visual.transformer.resblocks),
             resize_scale=list(INFERENCE_SCALE),
@@ -558,7 +569,7 @@ def export_model(
             parity=dict(image_features_max_difference=image_difference, text_features_max_difference=text_difference,
                         checked_on=[list(size) for size in sizes]),
             source=dict(backbone=str(backbone), clip_arch=clip_arch, checkpoint=checkpoint.name if source_sha else None,
-                        sha256=source_sha),
+                        sha256=source_sha, **_vfm_source(segmentor.method_settings)),
             export_seconds=round(time.perf_counter() - started, 2),
             files={path.name: sha256_of(path) for path in sorted(staging.iterdir())},
         )
@@ -569,6 +580,16 @@ def export_model(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def _vfm_source(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """ProxyCLIP's VFM in model.json's `source`: its name and its weights' SHA-256 (a named VFM's downloaded file)."""
+    if "vfm" not in settings:
+        return {}
+    from .dino import download_vfm
+
+    path = Path(settings["vfm_path"]) if settings.get("vfm_path") else download_vfm(settings["vfm"])
+    return dict(vfm=settings["vfm"], vfm_sha256=sha256_of(path))
 
 
 def _jsonable(settings: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Writing files so that a failure never leaves a partial file behind."""
+"""Reading the text files users write, and writing files so that a failure never leaves a partial file behind."""
 import contextlib
 import os
 import secrets
@@ -6,6 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import InputError
+
+
+def read_user_text(path: str | os.PathLike) -> str:
+    """A text file a user wrote (vocabulary, class list, split list, prompt templates) as UTF-8, with the
+    byte-order mark that Windows editors put first left out, so that it never becomes part of a first line.
+
+    Raises:
+        OSError, UnicodeDecodeError: as `Path.read_text`; callers say which file and what to do.
+    """
+    return Path(path).read_text(encoding="utf-8-sig")
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

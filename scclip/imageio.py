@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError, InputError
+from .errors import ImageError, InputError, ScclipError
 
 ImageSource = str | os.PathLike | Image.Image | np.ndarray
 
@@ -21,6 +21,8 @@ ImageSource = str | os.PathLike | Image.Image | np.ndarray
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 
 _WHITE = (255, 255, 255)
+ORIENTATION_TAG = 0x0112
+TURNED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that turn the picture by a quarter: width and height swap
 
 
 def read_image(source: ImageSource) -> np.ndarray:
@@ -45,30 +47,67 @@ def read_image(source: ImageSource) -> np.ndarray:
 
 
 def _read_file(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise ImageError(f"image file not found: {path}: check the path")
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder, not an image file: pass an image file")
-    if not path.is_file():  # opening a pipe would wait for a writer for ever
-        raise ImageError(f"{path} is not a regular file (a pipe, socket or device): pass an image file")
-    size = ""
+    problem = entry_problem(path)
+    if problem is not None:
+        raise ImageError(problem_line(path, problem))
+    size = None
     try:
         with Image.open(path) as image:
-            size = f" ({describe_size(image.size)})"
+            size = image.size
             image.load()
             return pil_to_rgb(image)
-    except UnidentifiedImageError:
-        raise ImageError(f"{path} is not an image that can be read: use a JPEG, PNG, WebP or BMP file") from None
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"{path} is too large to decode safely ({error}): downscale it first") from None
-    except PermissionError:
-        raise ImageError(f"{path} cannot be read: permission denied: make it readable (chmod +r) or copy it") from None
+    except ScclipError:  # an image of a kind scclip refuses (array_to_rgb says which)
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:  # Pillow's ways to fail
+        raise ImageError(problem_line(path, decoding_problem(error), size)) from None
+
+
+# One wording per problem with an image file, for every command that reads images (scclip segment,
+# predict.py, the web page, eval.py's data check and loaders): '<file>[ (W×H pixels)]: <problem>'.
+NOT_AN_IMAGE = "not an image that can be read: use a JPEG, PNG, WebP or BMP file"
+
+
+def problem_line(path: str | os.PathLike, problem: str, size: tuple[int, int] | None = None) -> str:
+    """'<path> (W×H pixels): <problem>': how every command names a file it could not read, and why."""
+    return f"{path}{f' ({describe_size(size)})' if size else ''}: {problem}"
+
+
+def entry_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not a regular file that can be opened (missing, a loop or broken link, a folder, a pipe),
+    or None when it is one. Only the file system is asked: nothing is opened, so a pipe cannot block."""
+    path = Path(path)
+    try:
+        info = path.stat()
     except OSError as error:
-        if error.errno is not None:  # the system could not read the file; Pillow's decoding errors carry no errno
-            raise ImageError(f"{path} cannot be read: {error.strerror}: check the file and its disk") from None
-        raise ImageError(f"{path}{size} is damaged or truncated ({error}): re-save or re-download it") from None
-    except (SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}{size} is damaged or truncated ({error}): re-save or re-download it") from None
+        return _unreadable_entry(path, error)
+    if stat.S_ISDIR(info.st_mode):
+        return "a folder, not an image file: pass an image file"
+    if not stat.S_ISREG(info.st_mode):  # opening a pipe would wait for a writer for ever
+        return "not a regular file (a pipe, socket or device)"
+    return None
+
+
+def decoding_problem(error: BaseException) -> str:
+    """Why an image file that exists could not be read, from what reading it raised."""
+    if isinstance(error, UnidentifiedImageError):
+        return NOT_AN_IMAGE
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too large to decode safely ({error}): downscale it first"
+    if isinstance(error, PermissionError):
+        return "cannot be read: permission denied: make it readable (chmod +r) or copy it"
+    if isinstance(error, OSError) and error.errno is not None:
+        # The system could not read the file; Pillow's decoding errors carry no errno.
+        return f"cannot be read: {error.strerror}: check the file and its disk"
+    return f"damaged or truncated ({error}): re-save or re-download it"
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """The one line that says why `read_image` cannot read the image file `path`, or None when it can."""
+    try:
+        _read_file(Path(path))
+    except ImageError as error:
+        return str(error)
+    return None
 
 
 def describe_size(size: tuple[int, int]) -> str:
@@ -76,12 +115,20 @@ def describe_size(size: tuple[int, int]) -> str:
     return f"{size[0]}×{size[1]} pixels"
 
 
-def stored_size(path: str | os.PathLike) -> tuple[int, int] | None:
+def stored_size(path: str | os.PathLike, oriented: bool = False) -> tuple[int, int] | None:
     """(width, height) from an image file's header (nothing is decoded), or None when it has none
-    that Pillow reads: so that a failure can name the size of the image it happened to."""
+    that Pillow reads: so that a failure can name the size of the image it happened to.
+
+    Args:
+        oriented: the size once its EXIF orientation is applied (as `read_image` and OpenCV decode it).
+    """
+    if entry_problem(path) is not None:  # opening a pipe would wait for a writer for ever
+        return None
     try:
         with Image.open(path) as image:
-            return image.size
+            width, height = image.size
+            turned = oriented and image.getexif().get(ORIENTATION_TAG) in TURNED_ORIENTATIONS
+            return (height, width) if turned else (width, height)
     except Exception:  # any reason the header cannot be read just means the size is unknown
         return None
 
@@ -248,8 +295,10 @@ def _unreadable_entry(path: Path, error: OSError) -> str:
     """Why `path` (whose lstat or stat failed) cannot be taken, for the list of skipped files."""
     if error.errno == errno.ELOOP:
         return "a link that loops (following it never reaches a file)"
-    if path.is_symlink() and error.errno == errno.ENOENT:
-        return f"a broken link (its target {os.readlink(path)} does not exist)"
+    if error.errno == errno.ENOENT:
+        if path.is_symlink():
+            return f"a broken link (its target {os.readlink(path)} does not exist)"
+        return "not found: check the path"
     return f"cannot be read ({error.strerror})"
 
 

@@ -8,24 +8,14 @@ their arguments first.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import InputError
 
-LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
 # Each launcher's variable for the process's index on its machine (torchrun, SLURM, Open MPI).
 LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
-
-
-def add_launcher_option(parser: argparse.ArgumentParser, script: str) -> None:
-    """`--launcher` (and the `--local_rank` that older launchers pass), for a command that runs as many processes."""
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="none",
-                        help=f"how the processes were started: none (one process), pytorch (torchrun --nproc_per_node=N "
-                             f"{script} ... --launcher pytorch), slurm (srun) or mpi (mpirun; Open MPI)")
-    parser.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def choose_device(requested: str | None, hide_gpus: bool = False) -> str:
@@ -66,7 +56,7 @@ def start(launcher: str, device: str, script: str, dist_cfg: Mapping[str, Any] |
     """Start the process group of a distributed job (nothing for 'none' or when it is started already).
 
     Args:
-        launcher: one of LAUNCHERS.
+        launcher: one of scclip.options.LAUNCHERS (`--launcher`).
         device: 'cpu' or 'cuda' (`choose_device`).
         script: the command, for the advice on how to start it (`eval.py`, `predict.py`).
         dist_cfg: mmengine's `env_cfg.dist_cfg` (the backend; default NCCL on GPUs, gloo on the CPU).

@@ -22,6 +22,7 @@ from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
 from .resclip import ResCLIPEncoder, resclip_config
 from .settings import SWITCH_HELP
+from .vfm import DEFAULT_VFM
 
 SWITCHES = tuple(SWITCH_HELP)  # SC-CLIP's component switches, in the settings table
 CALIBRATION_INDICES = ("pre_adjust_idx", "post_adjust_idx", "multi_start_idx", "multi_end_idx", "res_cls")
@@ -122,6 +123,14 @@ def _check_resclip(settings: Mapping[str, Any]) -> None:
         raise InputError(f"gaussian_std={settings['gaussian_std']} must be positive for ResCLIP (its bias and smoothing)")
 
 
+def _proxyclip_encoder(visual: VisionTransformer, settings: Mapping[str, Any]) -> nn.Module:
+    from .dino import load_vfm
+    from .proxyclip import ProxyCLIPEncoder
+
+    return ProxyCLIPEncoder(visual, load_vfm(settings["vfm"], settings["vfm_path"]), beta=settings["proxy_beta"],
+                            gamma=settings["proxy_gamma"], pad_multiple=settings["pad_multiple"])
+
+
 def _check_naclip(settings: Mapping[str, Any]) -> None:
     if settings["attention"] == "csa" and settings["naclip_arch"] != "vanilla":
         raise InputError("attention='csa' needs naclip_arch='vanilla' (as in NACLIP's release)")
@@ -167,6 +176,17 @@ METHODS: dict[str, MethodSpec] = {
             _resclip_encoder, renormalise_scores=True, resize_through_input=True, checks=(_check_resclip,),
             refuses={"area_thd": "its release cannot apply it (the branch fails for one image and edits the "
                                  "logits after the scores are taken)"},
+        ),
+        MethodSpec(
+            "proxyclip", "last block attends CLIP's values with a VFM's (DINO's) patch similarities, at the VFM's grid",
+            "ProxyCLIP (Lan et al., ECCV 2024), mc-lan/ProxyCLIP@e7b767fbc58e; VFM DINO ViT-B/8, "
+            "facebookresearch/dino@7c446df5b9f4",
+            {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
+            _proxyclip_encoder, refuses={
+                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"),
+                                "its release has no area threshold and no PAMR"),
+                "pad_to_patch": "its windows are padded to pad_multiple (56) instead",
+            },
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

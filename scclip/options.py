@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import InputError
 from .settings import DEFAULTS, SWITCH_HELP, check_settings
+from .vfm import add_vfm_option, vfm_settings
 
 RUNTIMES = ("torch", "onnx")
 DEVICES = ("cpu", "cuda")
@@ -47,7 +48,8 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = DEFAULT_BACKBONE) -> None:
-    """--backbone (and --clip-arch, the architecture of an open_clip file or tag)."""
+    """--backbone (and --clip-arch, the architecture of an open_clip file or tag; --vfm, ProxyCLIP's second
+    backbone)."""
     shown = f" (default: {default})" if default else " (default: the config's)"
     parser.add_argument("--backbone", default=default,
                         help="CLIP name (ViT-B/16, ViT-L/14, ...), a name of `scclip backbones` "
@@ -56,13 +58,15 @@ def add_backbone_options(parser: argparse.ArgumentParser, default: str | None = 
     parser.add_argument("--clip-arch",
                         help="open_clip architecture (ViT-B-16, ViT-H-14, ...) of an open_clip checkpoint file or "
                              "pretrained tag given as --backbone")
+    add_vfm_option(parser)
 
 
 def add_method_options(parser: argparse.ArgumentParser, default: str | None = DEFAULTS["method"]) -> None:
     """--method and --set KEY=VALUE (with its aliases --setting, --ablate and --anomaly-detector)."""
     shown = f" (default: {default})" if default else " (default: the config's)"
     parser.add_argument("--method", default=default,
-                        help=f"scclip, a baseline (vanilla, maskclip, sclip, clearclip, naclip) or resclip{shown}")
+                        help=f"scclip, a baseline (vanilla, maskclip, sclip, clearclip, naclip), resclip or "
+                             f"proxyclip{shown}")
     parser.add_argument("--set", "--setting", dest="set", action="append", default=[], metavar="KEY=VALUE",
                         help="a method setting (scclip/settings.py), repeatable: e.g. --set prob_thd=0.3 "
                              "--set anomaly_detector=norm --set slide_crop=0")
@@ -122,7 +126,7 @@ def parse_setting(text: str) -> tuple[str, Any]:
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The method settings the command line gives (--set, --ablate, --anomaly-detector), not yet checked
+    """The method settings the command line gives (--set, --ablate, --anomaly-detector, --vfm), not yet checked
     against a method (an exported model checks them against its own, `fixed_by_export`)."""
     settings: dict[str, Any] = dict(parse_setting(text) for text in args.set)
     method = args.method or DEFAULTS["method"]
@@ -139,6 +143,7 @@ def given_settings(args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"--anomaly-detector chooses SC-CLIP's anomaly tokens, but --method is {method!r}: "
                              "use --method scclip")
         settings["anomaly_detector"] = args.anomaly_detector
+    settings.update(vfm_settings(getattr(args, "vfm", None), args.method))
     return settings
 
 
@@ -147,6 +152,25 @@ def method_settings(args: argparse.Namespace) -> dict[str, Any]:
     one line for the first problem."""
     settings = given_settings(args)
     check_settings(args.method or DEFAULTS["method"], settings)
+    return settings
+
+
+def command_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything --set (and its aliases) and --prob-thd give, checked before anything loads: for --method on
+    PyTorch, against the exported model on ONNX Runtime (`prob_thd` acts after the graphs on both)."""
+    from .settings import check_value
+
+    settings = given_settings(args)
+    if args.prob_thd is not None:
+        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
+        settings["prob_thd"] = args.prob_thd
+    if args.runtime == "torch":
+        check_settings(args.method or DEFAULTS["method"], settings)
+    elif set(settings) - {"prob_thd"}:
+        from .runtime.folder import ModelFolder
+
+        fixed = {name: value for name, value in settings.items() if name != "prob_thd"}
+        fixed_by_export(fixed, ModelFolder.open(args.model).meta["settings"], args.model)
     return settings
 
 
@@ -179,12 +203,11 @@ def check_runtime(args: argparse.Namespace, torch_only: tuple[str, ...] = ()) ->
                          "(export another model to change them)")
 
 
-def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object,
-                    changeable: tuple[str, ...] = ()) -> None:
-    """Refuse, in one line naming the exported value, a setting the exported model cannot change
-    (everything but `changeable`) given with another value than it was exported with."""
+def fixed_by_export(settings: Mapping[str, Any], exported: Mapping[str, Any], model: object) -> None:
+    """Refuse, in one line naming the exported value, a setting given with another value than the exported
+    model in `model` was exported with (the callers leave out what acts after the graphs)."""
     for name, value in settings.items():
-        if name in changeable or exported.get(name) == value:
+        if exported.get(name) == value:
             continue
         if name not in exported:
             raise InputError(f"{name}={value!r}: the model exported to {model} has no setting {name!r} "

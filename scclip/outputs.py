@@ -87,15 +87,14 @@ def failure_message(image: Path, error: Exception) -> str:
     Errors of scclip name the file and say what to do; anything else a strange image can make a
     library raise is named by its type, so that it can still be told apart.
     """
-    from .imageio import describe_size, stored_size
+    from .imageio import problem_line, stored_size
 
     reason = one_line(str(error)) or "no message"
     if not isinstance(error, ScclipError):
         reason = f"{type(error).__name__}: {reason}"
     if str(image) in reason:
         return reason
-    size = stored_size(image)
-    return f"{image}{f' ({describe_size(size)})' if size else ''}: {reason}"
+    return problem_line(image, reason, stored_size(image))
 
 
 def missing_folders(path: Path) -> list[Path]:

@@ -4,8 +4,8 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-STD_SCALE = 0.1
-STD_EPS = 1e-8
+from .settings import PAMR_STD_EPS as STD_EPS
+from .settings import PAMR_STD_SCALE as STD_SCALE
 
 
 def _offsets(dilation: int, include_centre: bool) -> Iterator[tuple[int, int]]:

@@ -1,11 +1,11 @@
 """Label a whole collection of images (pseudo-labels): `python predict.py`, on one process or many.
 
-    python predict.py --images photos/ --vocab ade20k --backbone ViT-B/16 --out labels/
-    python predict.py --images photos/ --classes "sky,tree,road" --out labels/ --recursive --scores
-    torchrun --nproc_per_node=8 predict.py --images photos/ --vocab ade20k --out labels/ --launcher pytorch
+    python predict.py --image photos/ --vocab ade20k --backbone ViT-B/16 --out labels/
+    python predict.py --image photos/ --classes "sky,tree,road" --out labels/ --recursive --scores
+    torchrun --nproc_per_node=8 predict.py --image photos/ --vocab ade20k --out labels/ --launcher pytorch
 
 What OUT holds:
-- `<path of the image relative to --images, without extension>.png`: its labels (pixel = class
+- `<path of the image relative to --image, without extension>.png`: its labels (pixel = class
   index), the very file `scclip segment --save-mask` writes for that image and settings (a palette
   PNG up to 256 classes, 16-bit grayscale beyond). Images whose names differ only in their extension
   keep it, as the demo does (`shot_jpg.png`, `shot_png.png`).
@@ -13,7 +13,7 @@ What OUT holds:
   behind the labels (softmax over the queries, max over each class's names, then the method's
   post-processing: PAMR, `area_thd`), computed at the inference size h×w (short side 336, as the
   model saw the image; not the image's own size) and stored as float16.
-- `predictions.jsonl`: one line per image, sorted by path: `path` (relative to --images), `mask`
+- `predictions.jsonl`: one line per image, sorted by path: `path` (relative to --image), `mask`
   (and `scores`) relative to OUT, `size` {width, height}, `shares` (pixel share of each class
   present), `seconds` spent on it (reading, its part of a batch's encoding, labels, writing).
   Lines of images since removed from the folder stay (so do their files).
@@ -131,26 +131,16 @@ def checked_lines(args: argparse.Namespace) -> list[str]:
     from scclip import options
     from scclip.errors import ImageError, InputError
     from scclip.fileio import check_output_folder
-    from scclip.settings import check_value
     from scclip.vocabulary import check_vocabulary_arguments, vocabulary_lines
 
     check_vocabulary_arguments(args.classes, args.vocab, args.image)
     lines = vocabulary_lines(args.classes, args.vocab)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
-    if args.prob_thd is not None:
-        check_value("prob_thd", args.prob_thd, label=f"--prob-thd {args.prob_thd:g}")
-    if args.runtime == "onnx":
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
+    args.settings = options.command_settings(args)
+    if args.runtime == "onnx":  # its record names the model in the run's identity
         from scclip.runtime.folder import ModelFolder
 
-        args.settings = options.given_settings(args)
         args.exported = ModelFolder.open(args.model).meta
-        options.fixed_by_export({key: value for key, value in args.settings.items() if key != "prob_thd"},
-                                args.exported["settings"], args.model)
-    else:
-        check_value("method", args.method)  # unknown: the closest method's name and the list
-        args.settings = options.method_settings(args)
-    if args.prob_thd is not None:
-        args.settings["prob_thd"] = args.prob_thd
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size} must be at least 1")
     if not args.image.is_dir():
@@ -173,6 +163,8 @@ def identity_of(args: argparse.Namespace, lines: list[str], device: str) -> dict
 
     settings = dict(args.settings)
     prob_thd = settings.pop("prob_thd", None)
+    if settings.get("vfm_path"):  # --vfm FILE (ProxyCLIP's VFM): named by its content
+        settings["vfm_path"] = checkpoint_digest(settings["vfm_path"])
     shared = dict(images=str(args.image.resolve()), recursive=args.recursive, classes=list(lines), pamr=args.pamr,
                   slide=not args.no_slide, scores=args.scores, **({"settings": settings} if settings else {}))
     if args.runtime == "onnx":  # the exported folder names the weights, method, settings and precision
@@ -642,14 +634,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
 def load_segmenter(args: argparse.Namespace, lines: list[str], device: str):
     """The model of --runtime: PyTorch's `Segmenter`, or the torch-free runtime's `OnnxSegmenter` on --model;
-    both label a batch with `predictions`."""
+    both label a batch with `predictions`. ONNX Runtime takes $OMP_NUM_THREADS threads per graph when it is
+    set, as PyTorch does (else its own default)."""
     if args.runtime == "onnx":
         from scclip import options
         from scclip.runtime import OnnxSegmenter
 
+        threads = os.environ.get("OMP_NUM_THREADS", "")
         return OnnxSegmenter(args.model, classes=lines, providers=options.onnx_providers(device),
                              pamr=True if args.pamr else None, prob_thd=args.settings.get("prob_thd"),
-                             slide=False if args.no_slide else None)
+                             slide=False if args.no_slide else None, threads=int(threads) if threads.isdigit() else None)
     from scclip.api import Segmenter
 
     return Segmenter(args.backbone, classes=lines, device=device, pamr=args.pamr, slide=not args.no_slide,
@@ -682,7 +676,7 @@ def label_all(args: argparse.Namespace, plan: Plan, lines: list[str], device: st
     records = RecordFile(out / WORK_FOLDER / f"{plan.session}-rank{rank:05d}.jsonl")
     progress = Progress(out, plan.session, rank, world_size, len(plan.pending))
     labeller = Labeller(segmenter, args, plan, records, progress)
-    with stop_on_signals():
+    with stop_on_signals(args.batch_size):
         try:
             labeller.run(mine)
         except Interrupted as interrupted:

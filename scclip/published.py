@@ -1,8 +1,8 @@
 """Published mIoU of every method scclip runs, per backbone, as its paper or release reports it.
 
 The numbers are data (`scclip/data/published_miou.json`), made from the releases' settings files
-(`reference/methods/settings_*.json` and `reference/newer_methods/settings_*.json` of the shared
-reference data, copied together into tests/reference/) with
+(`reference/methods/settings_*.json` of the shared reference data; later releases, such as ResCLIP's
+and ProxyCLIP's, in `reference/newer_methods/`, read from there or from the same folder) with
 
     python -m scclip.published tests/reference
 
@@ -25,6 +25,7 @@ from .fileio import write_atomically
 
 DATA_FILE = "published_miou.json"
 B16, L14 = "ViT-B/16", "ViT-L/14"
+H14 = "ViT-H-14:laion2b_s32b_b79k"  # open_clip's pair, as `--backbone` labels it (ProxyCLIP's largest row)
 
 
 @cache
@@ -80,6 +81,9 @@ def build_table(settings_dir: str | Path) -> dict[str, Any]:
 
     def read(name: str) -> dict[str, Any]:
         path = settings_dir / f"settings_{name}.json"
+        newer = settings_dir.parent / "newer_methods" / path.name  # the shared data keeps later releases there
+        if not path.is_file() and newer.is_file():
+            path = newer
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as error:
@@ -133,9 +137,19 @@ def build_table(settings_dir: str | Path) -> dict[str, Any]:
     results = resclip["miou"]
     methods["resclip"] = {backbone: _record(results[key], f"ResCLIP release {results['source']}", True)
                           for backbone, key in ((B16, "vit_b16"), (L14, "vit_l14"))}
+    proxyclip = read("proxyclip")
+    rows = proxyclip["published_miou"]
+    unconfirmed = ("ProxyCLIP paper (arXiv 2408.04883, Table 1), DINO ViT-B/8 as VFM; values recalled, not "
+                   "confirmed from the paper's table")
+    methods["proxyclip"] = {
+        backbone: _record({**rows[key], "mean": rows[key]["mean8"]}, unconfirmed + note, False)
+        for backbone, key, note in (
+            (B16, "vit_b16_dino_b8", ""), (L14, "vit_l14_dino_b8", ""),
+            (H14, "vit_h14_dino_b8", "; the abstract confirms the mean of eight, 44.4"))
+    }
     releases = {name: data["release"] for name, data in
                 (("scclip", ablation), ("sclip", sclip), ("clearclip", clearclip), ("naclip", naclip),
-                 ("resclip", resclip))}
+                 ("resclip", resclip), ("proxyclip", proxyclip))}
     return dict(benchmarks=list(BENCHMARKS), releases=releases, methods=methods)
 
 

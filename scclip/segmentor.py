@@ -1,5 +1,4 @@
 """SCCLIPForSegmentation: SC-CLIP and its baselines as one mmseg segmentor (docs/method.md#the-segmentor)."""
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Literal
@@ -26,7 +25,7 @@ from .postprocess import PostProcessing
 from .settings import DEFAULTS, check_settings
 from .text import Vocabulary, encode_queries, load_templates
 from .text_cache import TextFeatureCache
-from .windows import patch_padding, sliding_windows
+from .windows import patch_padding, window_batches
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -76,7 +75,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
         name_path: vocabulary file, one class per line, synonyms separated by ', '; or a benchmark's name
             ('voc21', 'ade20k', ...: its vocabulary shipped with the package).
         device: where the model runs; None = CUDA when available, else CPU.
-        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip' or 'naclip' (docs/method.md#method-table).
+        method: 'scclip' (default), 'vanilla', 'maskclip', 'sclip', 'clearclip', 'naclip' or 'proxyclip'
+            (docs/method.md#method-table).
         clip_arch: an open_clip architecture name when `clip_path` is an open_clip tag or file.
         pamr_steps: PAMR iterations (0 = off).
         pamr_stride: PAMR dilations.
@@ -104,7 +104,8 @@ class SCCLIPForSegmentation(BaseSegmentor):
             calibration indices, `res_cls`, `beta`, `lof_neighbors`, `contamination`, `anomaly_detector`
             ('lof' or 'norm') and the switches
             `anomaly_resolution`, `attention_calibration`, `feature_aggregation`, `multi_level_fusion`
-            (scclip; indices not given follow the backbone's depth).
+            (scclip; indices not given follow the backbone's depth); `vfm`, `vfm_path`, `proxy_beta`,
+            `proxy_gamma`, `pad_multiple` (proxyclip, which takes no area_thd, PAMR or pad_to_patch).
     """
 
     def __init__(
@@ -201,6 +202,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.slide_stride = slide_stride
         self.slide_crop = slide_crop
         self.pad_to_patch = pad_to_patch
+        # Windows are padded to a multiple of this (0: never): the encoder's own rule (ProxyCLIP's 56), else the
+        # patch with pad_to_patch (ClearCLIP).
+        self.pad_multiple = getattr(self.encoder, "pad_multiple", 0) or (self.encoder.patch_size if pad_to_patch else 0)
         self.crop_batch_size = crop_batch_size
         self.method_settings = dict(
             method=method, slide_crop=slide_crop, slide_stride=slide_stride, logit_scale=logit_scale,
@@ -247,6 +251,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
             return {}
         return dict(queries=self.query_features, logit_scale=self.post.logit_scale)
 
+    def output_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The grid of the encoder's dense features for an H×W crop: CLIP's patch grid, or the encoder's own
+        (`output_grid`, e.g. ProxyCLIP's VFM grid)."""
+        encoder_grid = getattr(self.encoder, "output_grid", None)
+        return encoder_grid(height, width) if encoder_grid is not None else self.encoder.visual.grid_size(height, width)
+
     @torch.no_grad()
     def dense_features(
         self, crops: Tensor, return_anomalies: bool = False
@@ -264,14 +274,15 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size;
         'grid': not resized, one logit per patch).
 
-        With `pad`, a crop whose sides are not patch multiples is zero-padded to them first, and
-        its logits are resized to the padded size and cut back to the crop (ClearCLIP's windows).
+        With `pad`, a crop whose sides are not multiples of `pad_multiple` is zero-padded to them first,
+        and its logits are resized to the padded size and cut back to the crop (ClearCLIP's and
+        ProxyCLIP's windows).
         """
         height, width = crops.shape[-2:]
-        left, right, top, bottom = patch_padding(height, width, self.encoder.patch_size) if pad else (0, 0, 0, 0)
+        left, right, top, bottom = patch_padding(height, width, self.pad_multiple or self.encoder.patch_size) if pad else (0, 0, 0, 0)
         if left or right or top or bottom:
             crops = F.pad(crops, (left, right, top, bottom))
-        grid = self.encoder.visual.grid_size(*crops.shape[-2:])
+        grid = self.output_grid(*crops.shape[-2:])
         features = self.dense_features(crops)  # B×N×D
         logits = (features @ self.query_features.T).transpose(1, 2)  # B×Q×N
         logits = logits.reshape(crops.shape[0], -1, *grid)
@@ -289,18 +300,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """Per image Q×H×W logits averaged over windows; windows of all images run batched."""
         sums = [image.new_zeros(len(self.query_features), *image.shape[-2:]) for image in images]
         counts = [image.new_zeros(1, *image.shape[-2:]) for image in images]
-        by_shape: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = defaultdict(list)
-        for index, image in enumerate(images):
-            for window in sliding_windows(*image.shape[-2:], self.slide_crop, self.slide_stride):
-                y1, y2, x1, x2 = window
-                by_shape[(y2 - y1, x2 - x1)].append((index, window))
-        for jobs in by_shape.values():
-            for start in range(0, len(jobs), self.crop_batch_size):
-                chunk = jobs[start : start + self.crop_batch_size]
-                crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
-                    sums[i][:, y1:y2, x1:x2] += logits
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes = [tuple(image.shape[-2:]) for image in images]
+        for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
+            crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+                sums[i][:, y1:y2, x1:x2] += logits
+                counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from .errors import InputError
+from .vfm import VFM_BACKBONES
 
 
 class Role(Enum):
@@ -276,6 +277,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("anomaly_detector", Role.MATHS, "how anomaly tokens are found: 'lof' or 'norm' (the first commit)",
             PRESET, "choice", choices=("lof", "norm"), own=True),
     *(Setting(name, Role.MATHS, what, PRESET, "switch", own=True) for name, what in SWITCH_HELP.items()),
+    Setting("vfm", Role.PIPELINE, "ProxyCLIP's vision foundation model, by name (scclip.vfm.VFM_BACKBONES)",
+            PRESET, "choice", choices=tuple(VFM_BACKBONES), own=True),
+    Setting("vfm_path", Role.HARMLESS, "the VFM's weights file, DINO's .pth or .safetensors (None: download vfm; "
+            "its SHA-256 names the run)", PRESET, optional=True, own=True),
+    Setting("proxy_beta", Role.MATHS, "ProxyCLIP: VFM similarities below proxy_beta × their window's mean are masked",
+            PRESET, "number", own=True),
+    Setting("proxy_gamma", Role.MATHS, "ProxyCLIP: scale (inverse temperature) of the unmasked proxy logits", PRESET,
+            "number", above=0, why="it scales logits before a softmax", own=True),
+    Setting("pad_multiple", Role.MATHS, "ProxyCLIP: windows are zero-padded to a multiple of this, logits cut back",
+            PRESET, "whole", minimum=1, why="a size in pixels", own=True),
     # Where and how fast.
     Setting("device", Role.NOT_PREDICTIVE, "where the model runs (None: CUDA when available)", None),
     Setting("crop_batch_size", Role.NOT_PREDICTIVE, "crops per encoder call", 16, "whole", minimum=1),
@@ -294,6 +305,13 @@ SETTINGS: tuple[Setting, ...] = (
                          ("pin_memory", "page-locked batches for the GPU"))),
 )
 
+# What `pamr=True` means where PAMR is a switch (Segmenter, the command line, the web page, the runtime).
+PAMR_ON_STEPS = 10
+# PAMR's affinity divides each neighbour difference by PAMR_STD_SCALE × the local spread + PAMR_STD_EPS
+# (docs/method.md#pamr): constants of the maths, shared by scclip.pamr and the runtime's numpy copy.
+PAMR_STD_SCALE = 0.1
+PAMR_STD_EPS = 1e-8
+
 BY_KEY: Mapping[str, Setting] = MappingProxyType({setting.key: setting for setting in SETTINGS})
 MODEL_SETTINGS: Mapping[str, Setting] = MappingProxyType(
     {setting.name: setting for setting in SETTINGS if setting.section == "model"})
@@ -310,9 +328,22 @@ def settings_for(method: str) -> list[str]:
 
 
 def model_settings(method: str) -> list[str]:
-    """Every name a model takes under `method`: its maths settings, then the pipeline's and the others."""
+    """Every name a model takes under `method`: its maths settings, then the pipeline's and the others (with
+    the shared settings its release does not have, which are accepted at their default only)."""
     maths = settings_for(method)
-    return [*maths, *(name for name, setting in MODEL_SETTINGS.items() if not setting.own and name not in maths)]
+    return [*maths, *(name for name, setting in MODEL_SETTINGS.items()
+                      if (not setting.own or method in setting.methods) and name not in maths)]
+
+
+def _check_refused(method: str, name: str, value: Any, prefix: str) -> None:
+    """One line for a shared setting `method` refuses, given a value other than its default (a list equals a tuple)."""
+    default = MODEL_SETTINGS[name].default
+    if value == default or (isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
+                            and list(value) == list(default)):
+        return
+    reason = _methods().get_method(method).refuses[name]
+    raise InputError(f"method {method!r} cannot take {prefix}{name}={value!r}: {reason}; "
+                     f"leave {prefix}{name} at {default!r}")
 
 
 def check_value(name: str, value: Any, label: str | None = None) -> None:
@@ -341,10 +372,13 @@ def check_settings(method: str, values: Mapping[str, Any], prefix: str = "", adv
                              f"leave {prefix}{name} at {MODEL_SETTINGS[name].default!r}")
         if name not in valid and name not in refused:
             raise InputError(_not_taken(method, name, valid, prefix))
+    refused = _methods().get_method(method).refuses
     for name, value in values.items():
         if name in refused:
             continue
         setting = MODEL_SETTINGS[name]
+        if name in refused:
+            _check_refused(method, name, value, prefix)
         try:
             setting.check(value, f"{prefix}{name}={value!r}" if prefix else None, method)
         except InputError as error:

@@ -20,6 +20,7 @@ from pathlib import Path
 from .benchmarks import vocabulary_file
 from .bpe import CONTEXT_LENGTH, VOCAB_FILE, SimpleTokenizer, tokenizer_from_file
 from .errors import VocabularyError
+from .fileio import read_user_text
 
 PACKAGE = Path(__file__).parent
 TEMPLATES_FILE = PACKAGE / "data" / "prompt_templates.txt"
@@ -93,10 +94,10 @@ class Vocabulary:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Vocabulary:
-        """Read a vocabulary file (UTF-8, one class per line)."""
+        """Read a vocabulary file (UTF-8, a byte-order mark allowed; one class per line)."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_user_text(path)
         except FileNotFoundError:
             raise VocabularyError(f"vocabulary file not found: {path} (one class per line, synonyms after ', ')")
         except (OSError, UnicodeDecodeError) as error:
@@ -122,7 +123,7 @@ class Vocabulary:
 @lru_cache(maxsize=None)
 def load_templates(path: str | Path = TEMPLATES_FILE) -> tuple[str, ...]:
     """The prompt templates, one per line, `{}` standing for the class name."""
-    return tuple(line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip())
+    return tuple(line for line in read_user_text(path).splitlines() if line.strip())
 
 
 def shipped_tokenizer() -> SimpleTokenizer:

@@ -284,8 +284,13 @@ class SegmenterPool:
     def _build(self, key: tuple) -> Segmenter:
         from .api import Segmenter
 
+        from .settings import model_settings
+        from .vfm import VFM_SETTINGS
+
         method, lines, pamr, prob_thd = key
-        extra = dict(self.options)
+        # --vfm is ProxyCLIP's: the page's other methods are built without it.
+        taken = model_settings(method or self.method or DEFAULT_METHOD)
+        extra = {name: value for name, value in self.options.items() if name not in VFM_SETTINGS or name in taken}
         if method is not None:
             extra["method"] = method
         segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,
@@ -723,7 +728,7 @@ def serve(
     device: str | None = None,
     method: str | None = None,
     pamr: bool = False,
-    prob_thd: float = 0.0,
+    prob_thd: float | None = None,
     slide: bool = True,
     limits: Limits = Limits(),
     model: str | os.PathLike | None = None,
@@ -734,18 +739,20 @@ def serve(
     The address is checked before the model loads (minutes for a large one): a bad or busy port is
     one InputError at once. With `model` (a folder `scclip export` wrote) the page runs it with the
     torch-free runtime (`OnnxSegmenterPool`): its method and maths settings are the export's, so
-    `backbone`, `method` and `options` must be left out; `pamr` and a non-zero `prob_thd` set the page's
+    `backbone`, `method` and `options` must be left out; `pamr` and `prob_thd` (when given) set the page's
     initial values (else the exported ones) and `device='cuda'` asks ONNX Runtime for CUDA.
     """
     require_gradio()
     started = time.perf_counter()
     check_address(host, port)
-    check_value("prob_thd", prob_thd)  # before the model loads
+    if prob_thd is not None:
+        check_value("prob_thd", prob_thd)  # before the model loads
     if model is None:
         from .methods import available_methods
 
         methods = available_methods()
         check_value("method", method or DEFAULT_METHOD)
+        prob_thd = DEFAULTS["prob_thd"] if prob_thd is None else prob_thd
         pool = SegmenterPool(backbone, device=device, method=method, slide=slide, encode_budget=limits.max_names,
                              **options)
     else:
@@ -757,7 +764,7 @@ def serve(
         pool = OnnxSegmenterPool(model, providers=onnx_providers(device), slide=None if slide else False,
                                  encode_budget=limits.max_names)
         pamr = pamr or pool.model.pamr_steps > 0
-        prob_thd = prob_thd or pool.model.prob_thd
+        prob_thd = pool.model.prob_thd if prob_thd is None else prob_thd
     pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)
     on_main_thread = threading.current_thread() is threading.main_thread()

@@ -1,4 +1,8 @@
-"""Sliding-window tiling, mmseg's scheme: a regular grid whose last window is clamped to the edge."""
+"""Sliding-window tiling, mmseg's scheme: a regular grid whose last window is clamped to the edge; and the
+batches both pipelines (PyTorch's segmentor and the torch-free runtime) encode the windows in."""
+from collections.abc import Iterator, Sequence
+
+Window = tuple[int, int, int, int]  # (y1, y2, x1, x2)
 
 
 def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tuple[int, int, int, int]]:
@@ -18,6 +22,20 @@ def sliding_windows(height: int, width: int, crop: int, stride: int) -> list[tup
             x2 = min(col * stride + crop, width)
             windows.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
     return windows
+
+
+def window_batches(sizes: Sequence[tuple[int, int]], crop: int, stride: int,
+                   batch_size: int) -> Iterator[list[tuple[int, Window]]]:
+    """The windows of images of these (H, W) sizes, as batches of (image index, window): windows of one
+    shape together (so that they stack), at most `batch_size` in each."""
+    by_shape: dict[tuple[int, int], list[tuple[int, Window]]] = {}
+    for index, (height, width) in enumerate(sizes):
+        for window in sliding_windows(height, width, crop, stride):
+            y1, y2, x1, x2 = window
+            by_shape.setdefault((y2 - y1, x2 - x1), []).append((index, window))
+    for jobs in by_shape.values():
+        for start in range(0, len(jobs), batch_size):
+            yield jobs[start : start + batch_size]
 
 
 def patch_padding(height: int, width: int, patch: int) -> tuple[int, int, int, int]:

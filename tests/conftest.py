@@ -200,3 +200,15 @@ def tiny_l14_checkpoint_path(tmp_path_factory) -> Path:
 
     model = random_clip("ViT-L/14", seed=1, **TINY_L14)
     return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny_l14.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_dino_path(tmp_path_factory) -> Path:
+    """A DINO-layout VFM for ProxyCLIP: patch 8, 28×28 trained positions, width 64 (1 head), 4 blocks, fp16 values."""
+    import torch
+
+    from scclip.dino import random_dino
+
+    path = tmp_path_factory.mktemp("vfm") / "tiny_dino.pth"
+    torch.save(random_dino(seed=0, width=64, depth=4), path)
+    return path

@@ -212,7 +212,7 @@ def test_bad_images(quick_segmenter, tmp_path):
     with pytest.raises(ImageError, match="not found"):
         quick_segmenter(tmp_path / "missing.png")
     (tmp_path / "text.png").write_text("hello")
-    with pytest.raises(ImageError, match=r"text\.png is not an image"):
+    with pytest.raises(ImageError, match=r"text\.png: not an image that can be read"):
         quick_segmenter(tmp_path / "text.png")
     with pytest.raises(InputError, match="shape"):
         quick_segmenter(np.zeros((4, 4, 2), np.uint8))

@@ -310,3 +310,15 @@ def test_images_are_paired_by_path_not_by_position():
 ])
 def test_image_paths_are_taken_relative_to_the_data_root(path, root, expected):
     assert compare.relative_to_root(path, root) == expected
+
+
+def test_the_gallery_goes_beside_the_runs_and_says_where(runs, capsys):
+    """Without --show-dir the pictures used to go to ./work_dirs of whatever folder the command ran in."""
+    scclip_run, vanilla_run, _, _ = runs
+    stray = REPO_ROOT / "work_dirs" / f"compare-{scclip_run.name}-vs-{vanilla_run.name}"
+    assert eval_script.main(["--compare", str(scclip_run), str(vanilla_run), "--gallery", "1"]) == 0
+    folder = scclip_run.parent / f"compare-{scclip_run.name}-vs-{vanilla_run.name}"
+    assert len(list(folder.glob("*.png"))) == 1
+    out = capsys.readouterr().out
+    assert "gallery: 1 pictures" in out and f"in {folder}\n" in out
+    assert not stray.exists()

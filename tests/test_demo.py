@@ -93,7 +93,7 @@ def test_folder_of_images(capsys, tmp_path, tiny_checkpoint_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["cat_scclip.png", "person_scclip.png"]
     assert Image.open(tmp_path / "out" / "person_scclip.png").size[0] == 3 * 384 + 4 * 8  # 90×120: 384×512 panels
     assert code == 1
-    assert "broken.jpg is not an image" in stderr
+    assert "broken.jpg: not an image that can be read" in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: 1 of 3 images could not be segmented")
     assert "wrote 2 pictures" in stdout
 
@@ -248,7 +248,7 @@ def test_command_line_exit_code_and_stderr(tmp_path):
     process = subprocess.run([sys.executable, str(REPO_ROOT / "demo.py"), "--image", str(tmp_path / "missing.png"),
                               "--classes", "cat"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert process.returncode == 1
-    expected = f"error: image file not found: {tmp_path / 'missing.png'}: check the path"
+    expected = f"error: {tmp_path / 'missing.png'}: not found: check the path"
     assert process.stderr.strip().splitlines() == [expected]
 
 
@@ -300,7 +300,7 @@ def test_bad_images_in_a_folder_never_stop_the_others(capsys, tmp_path, tiny_che
                                                                      "thin_scclip.png"]
     assert "wrote 3 pictures" in stdout
     lines = stderr.strip().splitlines()
-    assert f"error: skipped {folder / 'cut.png'} (80×60 pixels) is damaged or truncated" in stderr
+    assert f"error: skipped {folder / 'cut.png'} (80×60 pixels): damaged or truncated" in stderr
     assert f"error: skipped {folder / 'odd.png'} (40×30 pixels): RuntimeError: shape mismatch in some kernel" in lines
     assert lines[-1] == "error: 2 of 5 images could not be segmented (see above): fix or remove them"
     assert "Traceback" not in stderr
@@ -332,7 +332,7 @@ def test_unreadable_image_is_called_unreadable(capsys, tmp_path, chelsea, tiny_c
     make_unreadable(chelsea, monkeypatch)
     code, _, stderr = run_demo(capsys, "--image", chelsea, "--classes", "cat,wall", "--backbone",
                                tiny_checkpoint_path, "--out", tmp_path / "x.png")
-    assert_one_clean_line(code, stderr, f"{chelsea} cannot be read: permission denied", "chmod")
+    assert_one_clean_line(code, stderr, f"{chelsea}: cannot be read: permission denied", "chmod")
     assert "damaged" not in stderr
 
 

@@ -121,6 +121,49 @@ def test_a_held_run_folder_refuses_other_runs_and_force_keeps_its_results(unfini
     assert snapshot(folder / "results") == results and not (folder / LOCK_FILE).exists()
 
 
+def test_a_held_run_folder_is_refused_before_any_weights_are_read(unfinished_run, tmp_path, tiny_checkpoint_path,
+                                                                    monkeypatch):
+    """The refusal comes before the checkpoint's tensors are read (--backbone FILE read them whole to count its
+    blocks) or the model is built: by ordering, whatever the machine's speed."""
+    import scclip.clip.loading as loading
+
+    root, template = unfinished_run
+    work_dir = tmp_path / "work"
+    shutil.copytree(template, work_dir)
+    (folder,) = run_folders(work_dir)
+    mapped_only = loading.load_state_dict
+
+    def keys_only(path, kind="CLIP", mapped=False):
+        if not mapped:
+            raise AssertionError(f"the tensors of {path} were read before the run folder's lock was taken")
+        return mapped_only(path, kind, mapped=True)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was built before the run folder's lock was taken")
+
+    monkeypatch.setattr(loading, "load_state_dict", keys_only)
+    monkeypatch.setattr(eval_script.QuietRunner, "from_cfg", no_model)
+    holder = hold(folder)
+    try:
+        with pytest.raises(InputError, match=rf"^{folder} is in use by another run \(pid {holder.pid} on "):
+            eval_script.main([*args_for(root, work_dir, tiny_checkpoint_path), "--backbone", str(tiny_checkpoint_path)])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_a_stop_request_says_that_the_current_batch_finishes(capsys):
+    """After SIGTERM a whole batch finishes (predict.py's 4 images by default, eval's test_dataloader.batch_size)."""
+    from scclip.evaluation.interrupts import StopRequest, stop_on_signals
+
+    for batch_size, expected in ((4, "SIGTERM: stopping after the current batch (up to 4 images), which is kept"),
+                                 (1, "SIGTERM: stopping after the current image, which is kept")):
+        with stop_on_signals(batch_size):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert StopRequest.signum == signal.SIGTERM
+        assert expected in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_force_against_a_live_run_is_one_line_and_the_live_run_finishes(tmp_path, tiny_checkpoint_path):
     """The reported loss: --force during a live run of the same folder deleted the live run's results."""

@@ -110,3 +110,6 @@ def test_config_by_key_and_method_settings_on_any_config(tiny_checkpoint_path):
         eval_script.load_config(eval_script.parse_args(["--config", "voc21", "--method", "naclip",
                                                         "--set", "beta=0.3"]), "cpu")
     assert eval_script.parse_args(["--config", "custom"]).config.endswith("configs/cfg_custom.py")
+    with pytest.raises(Exception, match=r"^--config voc12 is neither a config file nor a benchmark key: did you mean "
+                                        r"voc\d+\? keys: voc21, .*, custom$"):
+        eval_script.main(["--config", "voc12"])

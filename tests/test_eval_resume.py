@@ -181,6 +181,7 @@ def test_sigterm_then_resume_equals_a_clean_run(tmp_path, clean_run, tiny_checkp
         process.kill()
     assert process.returncode == 143, output
     assert sorted(stored(folder)) == [0, 1, 2, 3]  # it stopped right after the image it was on
+    assert "SIGTERM: stopping after the current image, which is kept" in output  # batch size 1
     assert not (folder / "metrics.json").exists()
     last = output.strip().splitlines()[-1]
     assert last.startswith(f"interrupted: 4 of 6 images done, stored in {folder}; resume with: python eval.py ")
@@ -253,8 +254,9 @@ def test_check_data_lists_every_bad_file(tmp_path, tiny_checkpoint_path, capsys)
     assert eval_script.main([*args_for(root, tmp_path / "work", tiny_checkpoint_path), "--check-data"]) == 1
     output = capsys.readouterr()
     lines = output.out.splitlines()
-    assert f"{image_path(root, 1)}: image cannot be decoded (image file is truncated" in output.out
-    assert f"{label}: label map is 50×128 but its image is 96×128" in lines
+    assert f"{image_path(root, 1)} (128×96 pixels): damaged or truncated (image file is truncated" in output.out
+    assert (f"{label}: label map is 128×50 pixels but its image {image_path(root, 2)} is 128×96 pixels: a label map "
+            "has its image's size") in lines
     assert (f"{root / VOC.ann_dir / '2007_000003.png'}: label values 21, 40, 254 are outside 0..20 or 255 (ignored)"
             in lines)
     assert "3 problems in 4 images" in output.err
@@ -278,7 +280,7 @@ def test_truncated_image_stops_the_run_in_one_line_and_resume_finishes_it(tmp_pa
     with pytest.raises(DatasetError) as error:
         eval_script.main(args_for(root, work_dir, tiny_checkpoint_path, *workers))
     message = eval_script.one_line(error.value)
-    assert message.startswith(f"image {broken} is truncated or damaged") and "--resume" in message
+    assert message.startswith(f"{broken} (128×96 pixels): damaged or truncated") and "--resume" in message
     assert "\n" not in message
     (folder,) = run_folders(work_dir)
     assert sorted(stored(folder)) == [0, 1, 2, 3] and not (folder / "metrics.json").exists()
@@ -332,12 +334,16 @@ def test_missing_config_lists_the_configs():
 @pytest.mark.parametrize("problem, expected", [
     ("empty split", "split file {split} lists no images"),
     ("missing image", "1 of 2 images missing, e.g. {image}"),
+    ("byte-order mark", "split file {split} starts with a byte-order mark, which mmseg reads as part of the first "
+                        "image's name: save it as UTF-8 without one"),
 ])
 def test_split_problems_are_one_line(tmp_path, tiny_checkpoint_path, problem, expected):
     root = make_voc(tmp_path / "datasets", num_images=2)
     split = root / VOC.split_file
     if problem == "empty split":
         split.write_text("")
+    elif problem == "byte-order mark":
+        split.write_bytes("\ufeff".encode() + split.read_bytes())
     else:
         image_path(root, 1).unlink()
     with pytest.raises(DatasetError) as error:
@@ -368,3 +374,40 @@ def test_loader_workers_follow_the_cores(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     assert eval_script.dataloader_workers(4, overridden=False) == 1
     assert eval_script.dataloader_workers(4, overridden=True) == 4  # what the user asked for
+
+
+@pytest.mark.slow
+def test_a_bad_file_removed_then_resume_scores_the_images_that_remain(tmp_path, tiny_checkpoint_path, capsys):
+    """The advice of a run stopped by a bad file, followed as written: remove it (and its split line), --resume.
+    Replacing it instead resumes the same run:
+    test_truncated_image_stops_the_run_in_one_line_and_resume_finishes_it."""
+    root = make_voc(tmp_path / "datasets", num_images=4)
+    work_dir = tmp_path / "work"
+    broken = image_path(root, 2)
+    truncate(broken)
+    with pytest.raises(DatasetError) as error:
+        eval_script.main(args_for(root, work_dir, tiny_checkpoint_path))
+    assert "replace or remove the file (and its line in the split file, if one lists it), then rerun with " \
+           "--resume" in str(error.value)
+    (stopped,) = run_folders(work_dir)
+    assert sorted(stored(stopped)) == [0, 1]
+
+    broken.unlink()
+    (root / VOC.ann_dir / "2007_000002.png").unlink()
+    (root / VOC.split_file).write_text("2007_000000\n2007_000001\n2007_000003\n")
+    capsys.readouterr()
+    assert eval_script.main([*args_for(root, work_dir, tiny_checkpoint_path), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    (resumed,) = [folder for folder in run_folders(work_dir) if folder != stopped]
+    assert (f"the split has 3 images now, the unfinished run {stopped} had 4: its 2 results for images still in "
+            f"the split are kept, and this run scores the 3 images in {resumed}") in printed
+    record = metrics_of(resumed)
+    assert (record["num_images"], record["evaluated"], record["resumed"]) == (3, 1, 2)
+    assert sorted(stored(stopped)) == [0, 1] and not (stopped / "metrics.json").exists()  # left as it was
+
+    clean = tmp_path / "clean"
+    assert eval_script.main(args_for(root, clean, tiny_checkpoint_path)) == 0  # the 3 images in one go
+    (clean_folder,) = run_folders(clean)
+    assert clean_folder.name == resumed.name
+    assert metrics_of(clean_folder)["metrics"] == record["metrics"]
+    assert np.array_equal(total_areas(stored(clean_folder).values(), 21), total_areas(stored(resumed).values(), 21))

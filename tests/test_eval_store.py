@@ -9,7 +9,7 @@ from mmseg.evaluation.metrics.iou_metric import IoUMetric
 
 from scclip.errors import DatasetError
 from scclip.evaluation.metrics import image_areas, metrics_from_areas, total_areas
-from scclip.evaluation.store import ImageAreas, ShardWriter, read_shard, read_store
+from scclip.evaluation.store import SHARD_MAGIC, ImageAreas, ShardWriter, read_shard, read_store
 
 
 def random_pair(rng, num_classes: int, size=(60, 80)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +92,9 @@ def test_a_shard_killed_while_writing_its_header_holds_nothing(tmp_path):
     path = write_shard(tmp_path, [])
     path.write_bytes(path.read_bytes()[:20])
     assert read_store(tmp_path, "run-a")[0] == {}
+    for cut in (0, 5):  # created, not written yet (a live run a moment after it started, or one killed then)
+        path.write_bytes(SHARD_MAGIC[:cut])
+        assert read_store(tmp_path, "run-a") == ({}, cut)
 
 
 def test_a_short_write_on_a_full_disk_stops_the_writer(tmp_path, monkeypatch):

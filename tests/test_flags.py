@@ -117,12 +117,43 @@ def exported(tmp_path_factory, tiny_b16_model) -> Path:
 
 def test_segment_on_onnx_takes_prob_thd_zero_and_refuses_what_the_export_fixes(exported):
     lines = ["cat", "dog"]
-    keeps = cli.onnx_segmenter(parsed("--runtime", "onnx", "--model", str(exported)), lines)
-    assert keeps.prob_thd == 0.3  # the exported value when none is given
-    zero = cli.onnx_segmenter(parsed("--runtime", "onnx", "--model", str(exported), "--prob-thd", "0"), lines)
-    assert zero.prob_thd == 0.0  # 0 is a value, not "not given"
+
+    def segmenter(*argv: str):
+        args = parsed("--runtime", "onnx", "--model", str(exported), *argv)
+        return cli.onnx_segmenter(args, lines, options.command_settings(args).get("prob_thd"))
+
+    assert segmenter().prob_thd == 0.3  # the exported value when none is given
+    assert segmenter("--prob-thd", "0").prob_thd == 0.0  # 0 is a value, not "not given"
+    assert segmenter("--set", "prob_thd=0.1").prob_thd == 0.1  # it acts after the graphs
     with pytest.raises(Exception, match=r"^beta=0\.5: the model in .* was exported with beta=0\.4, which it cannot"):
-        cli.onnx_segmenter(parsed("--runtime", "onnx", "--model", str(exported), "--set", "beta=0.5"), lines)
+        segmenter("--set", "beta=0.5")
+    with pytest.raises(Exception, match=r"^--prob-thd 2 must lie in \[0, 1\]"):
+        segmenter("--prob-thd", "2")
     with pytest.raises(Exception, match=r"drop --method"):
         options.check_runtime(parsed("--runtime", "onnx", "--model", str(exported), "--method", "naclip"),
                               ("backbone", "clip_arch", "method"))
+
+
+def test_the_runtimes_command_imports_nothing_torch_side():
+    """The runtime's command, its flags and its outputs import with torch (and the PyTorch command) blocked."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.abc\n"
+        "BLOCKED = ('torch', 'mmcv', 'mmengine', 'mmseg', 'cv2', 'torchvision', 'scclip.cli', 'scclip.api')\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in BLOCKED or name in BLOCKED:\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from scclip.runtime import cli\n"
+        "import scclip.outputs, scclip.options\n"
+        "cli.build_parser().parse_args(['segment', '--model', 'm', '--image', 'x', '--device', 'cuda'])\n"
+        "print(sorted(name for name in sys.modules if name.startswith('scclip.')))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "scclip.outputs" in done.stdout and "scclip.cli'" not in done.stdout

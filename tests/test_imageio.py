@@ -159,24 +159,24 @@ def test_bad_object():
 
 
 def test_missing_file_names_it(tmp_path):
-    with pytest.raises(ImageError, match=r"not found: .*nope\.jpg"):
+    with pytest.raises(ImageError, match=r"nope\.jpg: not found: check the path"):
         read_image(tmp_path / "nope.jpg")
 
 
 def test_folder_instead_of_file(tmp_path):
-    with pytest.raises(ImageError, match="is a folder"):
+    with pytest.raises(ImageError, match="tmp.*: a folder, not an image file"):
         read_image(tmp_path)
 
 
 def test_pipe_is_refused_not_waited_for(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
-    with pytest.raises(ImageError, match=r"pipe\.jpg is not a regular file"):
+    with pytest.raises(ImageError, match=r"pipe\.jpg: not a regular file"):
         read_image(tmp_path / "pipe.jpg")
 
 
 def test_non_image_names_it(tmp_path):
     (tmp_path / "notes.jpg").write_text("not a picture")
-    with pytest.raises(ImageError, match=r"notes\.jpg is not an image"):
+    with pytest.raises(ImageError, match=r"notes\.jpg: not an image that can be read"):
         read_image(tmp_path / "notes.jpg")
 
 
@@ -184,7 +184,7 @@ def test_truncated_image(tmp_path):
     Image.fromarray(gradient_image(200, 200)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ImageError, match=r"cut\.png \(200×200 pixels\) is damaged or truncated"):
+    with pytest.raises(ImageError, match=r"cut\.png \(200×200 pixels\): damaged or truncated"):
         read_image(tmp_path / "cut.png")
 
 
@@ -293,4 +293,52 @@ def test_unreadable_file_is_not_called_damaged(tmp_path, monkeypatch):
     make_unreadable(path, monkeypatch)
     with pytest.raises(ImageError) as caught:
         read_image(path)
-    assert str(caught.value) == f"{path} cannot be read: permission denied: make it readable (chmod +r) or copy it"
+    assert str(caught.value) == f"{path}: cannot be read: permission denied: make it readable (chmod +r) or copy it"
+
+
+def test_one_wording_per_problem_in_every_command(tmp_path):
+    """read_image (scclip segment, predict.py, the web page), eval.py's --check-data and its image loader name a
+    file they cannot read in the same line: '<file>[ (W×H pixels)]: <problem>'."""
+    from scclip.outputs import failure_message
+    from scclip.errors import DatasetError
+    from scclip.evaluation.data import ScclipLoadImageFromFile, check_item
+    from scclip.imageio import image_problem
+
+    (tmp_path / "loop.jpg").symlink_to("loop.jpg")
+    (tmp_path / "gone.png").symlink_to("missing.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "notes.jpg").write_text("not a picture")
+    Image.fromarray(gradient_image(200, 200)).save(tmp_path / "full.png")
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    expected = {
+        "loop.jpg": "a link that loops (following it never reaches a file)",
+        "gone.png": "a broken link (its target missing.png does not exist)",
+        "pipe.jpg": "not a regular file (a pipe, socket or device)",
+        "notes.jpg": "not an image that can be read: use a JPEG, PNG, WebP or BMP file",
+        "cut.png": "damaged or truncated (",
+        "nowhere.png": "not found: check the path",
+    }
+    for name, problem in expected.items():
+        path = tmp_path / name
+        with pytest.raises(ImageError) as caught:
+            read_image(path)
+        line = str(caught.value)
+        size = " (200×200 pixels)" if name == "cut.png" else ""
+        assert line.startswith(f"{path}{size}: {problem}") and "\n" not in line and "<" not in line
+        assert image_problem(path) == line
+        assert failure_message(path, caught.value) == line  # 'error: skipped …' and 'could not label …' print it
+        assert check_item((str(path), None, 3, False, 255)) == [line]
+        if name == "pipe.jpg":
+            continue  # eval's loader reads from a pipe, as from any file (the resume tests block runs on one)
+        with pytest.raises(DatasetError) as stopped:
+            ScclipLoadImageFromFile()(dict(img_path=str(path)))
+        assert str(stopped.value).startswith(f"{line}; replace or remove the file")
+
+
+def test_the_size_of_a_pipe_is_unknown_and_never_waited_for(tmp_path):
+    """eval.py reads the header sizes of every pending image before a run: a pipe among them must not block it."""
+    from scclip.imageio import stored_size
+
+    os.mkfifo(tmp_path / "pipe.png")
+    assert stored_size(tmp_path / "pipe.png") is None and stored_size(tmp_path / "missing.png") is None

@@ -21,8 +21,8 @@ from mmseg.registry import MODELS
 from test_datasets import make_dataset
 
 import scclip.datasets  # noqa: F401  (registers the benchmark datasets)
-from scclip.methods import CALIBRATION_INDICES, SWITCHES, get_method
-from scclip.settings import settings_for
+from scclip.methods import CALIBRATION_INDICES, METHODS, SWITCHES
+from scclip.settings import check_settings, settings_for
 from scclip.benchmarks import BENCHMARKS, vocabulary_file
 from scclip.published import (
     build_table,
@@ -38,7 +38,7 @@ import ablation  # noqa: E402
 CONFIGS = REPO_ROOT / "configs"
 REFERENCE = Path(__file__).resolve().parent / "reference"
 SHARED_REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "methods"
-SHARED_NEWER = SHARED_REFERENCE.with_name("newer_methods")  # the releases of SPEC Part III
+NEWER_REFERENCE = SHARED_REFERENCE.parent / "newer_methods"  # later releases' settings files (ProxyCLIP's)
 # configs/ folder → (release settings file, method, has ViT-L/14 configs)
 FOLDERS = {
     "sclip": ("sclip", "sclip", False),
@@ -48,6 +48,7 @@ FOLDERS = {
     "vanilla_clearclip": ("clearclip", "vanilla", True),
     "naclip": ("naclip", "naclip", False),
     "resclip": ("resclip", "resclip", False),  # ViT-L/14: the same configs with --backbone
+    "proxyclip": ("proxyclip", "proxyclip", False),
     "vanilla": (None, "vanilla", True),  # SC-CLIP's own settings: configs/cfg_*.py
 }
 L14 = "_vitl14"
@@ -123,6 +124,15 @@ def published_settings(folder: str, benchmark: str) -> tuple[dict, tuple[int, in
             "wo_resi", "resclip", [6, 7, 8, 9])  # what method='resclip' computes
         vocabulary = "./" + published["vocabulary"].split()[0]
         return {**model, "method": method}, tuple(published["test_resize"]["scale"]), vocabulary
+    if release_name == "proxyclip":
+        published = release("proxyclip")["benchmarks"][benchmark]
+        model = {key: published[key] for key in ("slide_crop", "slide_stride", "logit_scale", "prob_thd", "area_thd",
+                                                   "vfm", "pad_multiple")}
+        model.update(method=method, proxy_beta=published["beta"], proxy_gamma=published["gamma"])
+        assert not published["pamr"]
+        own = published["vocabulary_diff_vs_scclip"] != "none"
+        vocabulary = f"./configs/{'proxyclip/' if own else ''}{published['vocabulary']}"
+        return model, tuple(published["test_resize"]["scale"]), vocabulary
     scclip = load(f"cfg_{benchmark}.py")  # vanilla: SC-CLIP's settings, only the method differs
     model = {key: value for key, value in scclip["model"].items() if key not in NON_SETTINGS}
     return {**model, "method": method}, resize_of(scclip), scclip["model"]["name_path"]
@@ -153,12 +163,13 @@ def test_each_method_folder_holds_its_benchmark_configs():
 def test_reference_copies_equal_the_shared_settings_files():
     if not SHARED_REFERENCE.is_dir():
         pytest.skip(f"shared settings files not found at {SHARED_REFERENCE}")
-    shared = {path.name: path for folder in (SHARED_REFERENCE, SHARED_NEWER) for path in folder.glob("settings_*.json")}
     for path in REFERENCE.glob("settings_*.json"):
-        assert path.read_bytes() == shared[path.name].read_bytes(), path.name
-    copied = {path.name for path in REFERENCE.glob("settings_*.json")}
-    assert {path.name for path in SHARED_REFERENCE.glob("settings_*.json")} <= copied
-    assert "settings_resclip.json" in copied
+        shared = SHARED_REFERENCE / path.name
+        shared = shared if shared.is_file() else NEWER_REFERENCE / path.name
+        assert path.read_bytes() == shared.read_bytes(), path.name
+    assert {path.name for path in SHARED_REFERENCE.glob("settings_*.json")} <= {
+        path.name for path in REFERENCE.glob("settings_*.json")}
+    assert "settings_resclip.json" in {path.name for path in REFERENCE.glob("settings_*.json")}
 
 
 @pytest.mark.parametrize("config", method_configs())
@@ -180,8 +191,10 @@ def test_config_has_its_release_settings(config):
     assert {key: plain(model.get(key, "missing")) for key in expected} == {
         key: plain(value) for key, value in expected.items()}
     assert model["name_path"] == as_shipped(vocabulary) and vocabulary_file(model["name_path"]).is_file()
-    off = {key for key in get_method(model["method"]).refuses if model.get(key) is None}  # refused, left off
-    assert set(model) - NON_SETTINGS - off <= set(settings_for(model["method"]))  # no setting the method refuses
+    taken = {name for name in model if name not in NON_SETTINGS}
+    # Maths settings, ProxyCLIP's VFM by name, and shared settings a method refuses, at their default (off).
+    assert taken - set(settings_for(model["method"])) <= {"vfm", *METHODS[model["method"]].refuses}
+    check_settings(model["method"], {name: model[name] for name in taken})
 
     # The test resize really reaches the dataset (lists are replaced, not merged, by inheritance).
     pipeline = cfg["test_dataloader"]["dataset"]["pipeline"]
@@ -215,6 +228,24 @@ def test_clearclip_vocabularies_differ_from_scclips_only_where_the_release_does(
         for number, release_line, scclip_line in listed:
             assert ours[int(number) - 1] == scclip_line
             expected[int(number) - 1] = release_line
+        assert theirs == expected, vocabulary
+
+
+def test_proxyclip_vocabularies_differ_from_scclips_only_where_the_release_does():
+    benchmarks = release("proxyclip")["benchmarks"]
+    changed = {published["vocabulary"]: published["vocabulary_diff_vs_scclip"] for published in benchmarks.values()
+               if published["vocabulary_diff_vs_scclip"] != "none"}
+    assert sorted(path.name for path in (CONFIGS / "proxyclip").glob("cls_*.txt")) == sorted(changed)
+    for vocabulary, differences in changed.items():
+        theirs = (CONFIGS / "proxyclip" / vocabulary).read_text().split("\n")
+        ours = BENCHMARKS[RELEASE_VOCABULARIES[vocabulary]].vocabulary.read_text().split("\n")
+        # "line N 'release line' (SC-CLIP: 'our line')", or for a shorter first line "(K names; SC-CLIP: 'our line', ...".
+        listed = re.findall(r"line (\d+) '([^']*)' \((?:\d+ names; )?SC-CLIP: '([^']*)'", differences)
+        assert listed and len(theirs) == len(ours)
+        expected = list(ours)
+        for number, release_line, scclip_line in listed:
+            assert ours[int(number) - 1] == scclip_line
+            expected[int(number) - 1] = release_line.replace("; ", ", ")  # the release's separator, ours
         assert theirs == expected, vocabulary
 
 
@@ -264,16 +295,19 @@ BUILD_CASES = [f"{folder}/cfg_voc21.py" for folder in FOLDERS] + [f"vanilla/cfg_
 
 
 @pytest.mark.parametrize("config", BUILD_CASES)
-def test_config_builds_its_method(config, tiny_checkpoint_path, tiny_l14_checkpoint_path):
+def test_config_builds_its_method(config, tiny_checkpoint_path, tiny_l14_checkpoint_path, tiny_dino_path):
     cfg = Config.fromfile(CONFIGS / config)
     checkpoint = tiny_l14_checkpoint_path if config.endswith(f"{L14}.py") else tiny_checkpoint_path
     cfg.model.update(clip_path=str(checkpoint), device="cpu")
+    if cfg.model.method == "proxyclip":
+        cfg.model.update(vfm_path=str(tiny_dino_path))  # no download here: the tiny DINO
 
     model = MODELS.build(cfg.model)
 
     folder = config.split("/")[0]
     assert model.method == FOLDERS[folder][1]
     expected = {key: value for key, value in load(config)["model"].items() if key not in NON_SETTINGS}
+    expected.pop("area_thd", None) if model.method == "proxyclip" else None
     assert {key: plain(model.method_settings[key]) for key in expected} == {
         key: plain(value) for key, value in expected.items()}
     assert model.num_classes == 21

@@ -36,6 +36,14 @@ def segmentor(model, method="scclip", **settings) -> SCCLIPForSegmentation:
     )
 
 
+def for_method(method: str, vfm_path, **settings) -> dict:
+    """`settings` as `method` takes them: ProxyCLIP gets the tiny VFM and leaves out what its release has not."""
+    if method != "proxyclip":
+        return settings
+    return {**{name: value for name, value in settings.items() if name not in METHODS[method].refuses},
+            "vfm_path": str(vfm_path)}
+
+
 def explicit_attention(kind, q, k, v, grid, std=5.0):
     """Per-head A·v written out with explicit softmaxes (docs/method.md#attention-kinds; #naclip for the Gaussian bias)."""
     s = q.shape[-1] ** -0.5
@@ -191,11 +199,11 @@ def test_without_anomaly_resolution_no_anomalies_are_reported(model):
 
 
 @pytest.mark.parametrize("method", available_methods())
-def test_every_method_is_batch_invariant_in_windows_whole_image_and_pamr(model, method):
+def test_every_method_is_batch_invariant_in_windows_whole_image_and_pamr(model, method, tiny_dino_path):
     torch.manual_seed(1)
     images = torch.randn(2, 3, 120, 200)
     for settings in (dict(slide_crop=64, slide_stride=40, pad_to_patch=True), dict(slide_crop=0, pamr_steps=2)):
-        seg = segmentor(model, method, **settings)
+        seg = segmentor(model, method, **for_method(method, tiny_dino_path, **settings))
         alone = [seg.predict(image[None])[0] for image in images]
         for one, batched in zip(alone, seg.predict(images)):
             torch.testing.assert_close(batched.seg_logits.data, one.seg_logits.data, atol=1e-5, rtol=0)
@@ -203,10 +211,10 @@ def test_every_method_is_batch_invariant_in_windows_whole_image_and_pamr(model, 
 
 
 @pytest.mark.parametrize("method", available_methods())
-def test_every_method_runs_in_bfloat16(model, method):
+def test_every_method_runs_in_bfloat16(model, method, tiny_dino_path):
     image = torch.randn(1, 3, 96, 128)
-    full = segmentor(model, method).predict(image)[0].seg_logits.data
-    half = segmentor(model, method, precision="bf16").predict(image)[0].seg_logits.data
+    full = segmentor(model, method, **for_method(method, tiny_dino_path)).predict(image)[0].seg_logits.data
+    half = segmentor(model, method, precision="bf16", **for_method(method, tiny_dino_path)).predict(image)[0].seg_logits.data
     assert half.dtype == torch.float32 and (half - full).abs().max() < 0.1
 
 

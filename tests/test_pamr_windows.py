@@ -63,3 +63,15 @@ def test_windows_cover_the_image_like_mmseg(height, width):
 def test_window_arguments_must_be_positive():
     with pytest.raises(ValueError):
         sliding_windows(100, 100, crop=0, stride=112)
+
+
+def test_window_batches_hold_every_window_once_in_stackable_batches():
+    from scclip.windows import sliding_windows, window_batches
+
+    sizes = [(300, 400), (300, 400), (224, 224), (100, 500)]
+    batches = list(window_batches(sizes, 224, 112, 4))
+    jobs = [job for batch in batches for job in batch]
+    assert sorted(jobs) == sorted((index, window) for index, size in enumerate(sizes)
+                                  for window in sliding_windows(*size, 224, 112))
+    for batch in batches:
+        assert 1 <= len(batch) <= 4 and len({(y2 - y1, x2 - x1) for _, (y1, y2, x1, x2) in batch}) == 1

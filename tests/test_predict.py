@@ -195,7 +195,7 @@ def test_unreadable_image_is_listed_and_the_others_are_labelled(capsys, tmp_path
     out = tmp_path / "labels"
     code, stdout, stderr = predict(capsys, *base_args(photos, out, tiny_checkpoint_path, "--no-slide"))
     assert code == 1
-    assert f"could not label {photos / 'broken.jpg'} is not an image that can be read" in stderr
+    assert f"could not label {photos / 'broken.jpg'}: not an image that can be read" in stderr
     assert stderr.splitlines()[-1] == ("error: 1 of 7 images could not be labelled (listed above): fix or remove "
                                        "them, then run the same command again")
     assert [record["path"] for record in lines_of(out)] == [p for p in all_images(photos) if p != "broken.jpg"]

@@ -16,11 +16,14 @@ CLASSES = "person, astronaut, flag, wall, space suit"
 
 @pytest.mark.parametrize("slide", [True, False], ids=["windows", "whole-image"])
 @pytest.mark.parametrize("method", available_methods())
-def test_photo_path_equals_the_benchmark_path(tiny_checkpoint_path, method, slide):
+def test_photo_path_equals_the_benchmark_path(tiny_checkpoint_path, tiny_dino_path, method, slide):
     image = np.asarray(Image.fromarray(sample_data.astronaut()).resize((410, 300)))
-    area = {} if "area_thd" in get_method(method).refuses else dict(area_thd=0.2)  # ResCLIP cannot apply it
+    # ProxyCLIP runs with the tiny VFM; a method that refuses area_thd (ResCLIP, ProxyCLIP) runs without it.
+    options = dict(vfm_path=str(tiny_dino_path)) if method == "proxyclip" else {}
+    if "area_thd" not in get_method(method).refuses:
+        options["area_thd"] = 0.2
     segmenter = Segmenter(tiny_checkpoint_path, classes=CLASSES, device="cpu", method=method, slide=slide,
-                          prob_thd=0.2, **area)
+                          prob_thd=0.2, **options)
     result = segmenter(image)
     expected_labels, expected_scores = reference(segmenter, image)
     assert_same_labels(result.labels, expected_labels, expected_scores)

@@ -58,11 +58,19 @@ def test_every_constructor_argument_and_method_setting_has_exactly_one_declarati
     for method, spec in METHODS.items():
         own = {name for name, setting in MODEL_SETTINGS.items() if setting.own and method in setting.methods}
         assert own == set(spec.settings), method
-        taken = (shared - set(spec.refuses)) | own  # refused: shared settings the method cannot apply
+        taken = (shared - set(spec.refuses)) | own  # refused: shared settings the method's release has not
         assert settings_for(method) == [name for name in MODEL_SETTINGS
                                         if MODEL_SETTINGS[name].role is Role.MATHS and name in taken]
     assert all(setting.methods for setting in SETTINGS)  # a method's own setting is some method's
     assert all(setting.default is PRESET for setting in SETTINGS if setting.own)
+
+
+def test_a_shared_setting_a_release_has_not_is_accepted_only_at_its_default():
+    check_settings("proxyclip", dict(area_thd=None, pamr_steps=0, pamr_stride=[8, 16], pad_to_patch=False))
+    for name, value in (("area_thd", 0.1), ("pamr_steps", 10), ("pamr_stride", (4,)), ("pad_to_patch", True)):
+        with pytest.raises(InputError, match=f"method 'proxyclip' cannot take {name}="):
+            check_settings("proxyclip", {name: value})
+    assert "area_thd" not in settings_for("proxyclip") and "proxy_beta" in settings_for("proxyclip")
 
 
 def test_the_choices_are_those_the_code_knows():
@@ -72,12 +80,16 @@ def test_the_choices_are_those_the_code_knows():
 
 
 def test_the_table_imports_nothing_torch_side():
-    """The torch-free ONNX runtime can read it: only the standard library and scclip.errors at import time."""
-    tree = ast.parse(inspect.getsource(settings))
-    imported = {(node.module if isinstance(node, ast.ImportFrom) else alias.name, getattr(node, "level", 0))
-                for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
-    assert {(name, level) for name, level in imported if level > 0} == {("errors", 1)}
-    assert all(name.split(".")[0] in sys.stdlib_module_names for name, level in imported if level == 0)
+    """The torch-free ONNX runtime can read it: only the standard library, scclip.errors and the VFM names
+    (scclip.vfm, itself the standard library and scclip.errors) at import time."""
+    from scclip import vfm
+
+    for module, ours in ((settings, {("errors", 1), ("vfm", 1)}), (vfm, {("errors", 1)})):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {(node.module if isinstance(node, ast.ImportFrom) else alias.name, getattr(node, "level", 0))
+                    for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+        assert {(name, level) for name, level in imported if level > 0} == ours
+        assert all(name.split(".")[0] in sys.stdlib_module_names for name, level in imported if level == 0)
 
 
 def test_the_segmentor_takes_its_defaults_from_the_table():

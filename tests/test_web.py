@@ -413,7 +413,7 @@ def test_bad_requests_get_a_message_and_the_server_keeps_serving(server, photos,
     too_large = tmp_path / "panorama.png"
     Image.new("RGB", (MAX_SIDE + 1, 8)).save(too_large)
     bad = [
-        ((handle_file(not_an_image), "cat, dog"), "holiday.png is not an image"),
+        ((handle_file(not_an_image), "cat, dog"), "holiday.png: not an image that can be read"),
         ((handle_file(too_large), "cat, dog"), f"panorama.png is {MAX_SIDE + 1}×8 pixels, more than this demo's limit of {MAX_SIDE}"),
         ((handle_file(photos["chelsea"]), " , "), "no class names"),
         ((handle_file(photos["chelsea"]), ",".join(f"class {i}" for i in range(MAX_CLASSES + 1))),
@@ -681,7 +681,7 @@ def test_browser_uploads_a_photo_segments_it_and_downloads_the_labels(server, tm
         classes.send_keys("astronaut|woman, flag, wall")
         driver.find_element(By.ID, "segment").click()
         toast = wait.until(expected.visibility_of_element_located((By.CSS_SELECTOR, "[data-testid='toast-body']")))
-        assert "notes.png is not an image" in toast.text and "Traceback" not in toast.text
+        assert "notes.png: not an image that can be read" in toast.text and "Traceback" not in toast.text
         toast.find_element(By.CSS_SELECTOR, "[data-testid='toast-close']").click()
 
         # The bundled sample photo, uploaded: the shares and the label files appear.

@@ -31,9 +31,10 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _not_a_checkpoint(path: Path, reason: str) -> CheckpointError:
+def _not_a_checkpoint(path: Path, reason: str, kind: str = "CLIP") -> CheckpointError:
+    openai = "an OpenAI CLIP .pt file, " if kind == "CLIP" else ""
     return CheckpointError(
-        f"not a CLIP checkpoint: {path} ({reason}; expected an OpenAI CLIP .pt file, "
+        f"not a {kind} checkpoint: {path} ({reason}; expected {openai}"
         f"a state dict saved with torch.save, or a .safetensors file)"
     )
 
@@ -66,7 +67,7 @@ def _weights_only_failure(error: Exception) -> tuple[bool, str] | None:
     return ("reduce" in cause or "build" in cause), cause
 
 
-def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def _load_safetensors(path: Path, kind: str) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -74,7 +75,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise _not_a_checkpoint(path, f"unreadable safetensors file: {first_line}") from error
+        raise _not_a_checkpoint(path, f"unreadable safetensors file: {first_line}", kind) from error
 
 
 def _strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,14 +85,21 @@ def _strip_wrapper_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torc
     return state_dict
 
 
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensors of a CLIP checkpoint on the CPU: a TorchScript archive, a plain state dict or safetensors.
+def load_state_dict(path: str | os.PathLike, kind: str = "CLIP", mapped: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint on the CPU: a TorchScript archive, a plain state dict or safetensors.
+
+    `kind` names what the file should be in messages ('CLIP', or 'DINO' for ProxyCLIP's VFM).
 
     A dict that wraps the weights as `{"state_dict": ...}` is unwrapped and a 'module.' prefix on
     every key (open_clip training checkpoints) removed. No file can run code while loading: plain
     files are read with `weights_only=True` and TorchScript archives by `torchscript.read_state_dict`,
     which unpickles only tensors and never runs the archive's TorchScript; a file that asks for
     anything else is refused.
+
+    Args:
+        mapped: map a plain file's tensors into memory instead of reading them (they are read when first
+            used), for a caller that only looks at the keys and shapes: a command checks its checkpoint
+            in a blink, before its output folder is locked, and hundreds of megabytes are read only after.
     """
     path = Path(path)
     if not path.exists():
@@ -99,9 +107,9 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"checkpoint not found: {path} (give a model name: {', '.join(MODEL_URLS)}, or a path to a .pt file)"
         )
     if not path.is_file():
-        raise _not_a_checkpoint(path, "it is a directory")
+        raise _not_a_checkpoint(path, "it is a directory", kind)
     if path.suffix == SAFETENSORS_SUFFIX:
-        return _strip_wrapper_prefix(_load_safetensors(path))
+        return _strip_wrapper_prefix(_load_safetensors(path, kind))
     if _is_torchscript(path):
         # OpenAI released TorchScript archives: their tensors are read without running their code.
         try:
@@ -109,22 +117,29 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         except torchscript.UnsafeArchive as error:
             raise _refused_for_safety(path, str(error)) from None
         except torchscript.ArchiveError as error:
-            raise _not_a_checkpoint(path, f"unreadable TorchScript archive: {error}") from None
+            raise _not_a_checkpoint(path, f"unreadable TorchScript archive: {error}", kind) from None
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        content = _torch_load(path, mapped)
     except Exception as error:  # torch.load raises many kinds (UnpicklingError, RuntimeError, EOFError...)
         if failure := _weights_only_failure(error):
             asks_for_code, cause = failure
             if asks_for_code:
                 raise _refused_for_safety(path, cause) from None
-            raise _not_a_checkpoint(path, f"torch.load failed: {cause}") from None
+            raise _not_a_checkpoint(path, f"torch.load failed: {cause}", kind) from None
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise _not_a_checkpoint(path, f"torch.load failed: {first_line}") from error
+        raise _not_a_checkpoint(path, f"torch.load failed: {first_line}", kind) from error
     if isinstance(content, dict) and isinstance(content.get("state_dict"), dict):
         content = content["state_dict"]
     if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
-        raise _not_a_checkpoint(path, f"it holds a {type(content).__name__}, not a dict of tensors")
+        raise _not_a_checkpoint(path, f"it holds a {type(content).__name__}, not a dict of tensors", kind)
     return _strip_wrapper_prefix(content)
+
+
+def _torch_load(path: Path, mapped: bool) -> object:
+    """`torch.load(weights_only=True)`, mapped where asked and the file allows it (files of torch before 1.6 do not)."""
+    if mapped and zipfile.is_zipfile(path):
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,5 +1,7 @@
-"""Evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
+"""`scclip eval` (`python eval.py`): evaluate a method on a benchmark (mIoU), on one or several GPUs or on the CPU; resumable.
 
+    scclip eval --config voc21 [--backbone ViT-L/14] [--method clearclip] [--set prob_thd=0.2]
+    scclip eval --config custom --data-root DIR [--runtime onnx --model exported/]
     python eval.py --config configs/cfg_voc21.py [--work-dir work_dirs] [--show-dir vis]
     python eval.py --config configs/cfg_voc21.py --resume        # continue an interrupted run
     python eval.py --config configs/cfg_voc21.py --check-data    # read every file of the split first
@@ -46,18 +48,27 @@ from scclip.evaluation.data import (
     Split,
     available_cores,
     check_data,
+    check_label_sizes,
     folder_problems,
     list_split,
     with_checked_loaders,
 )
 from scclip.evaluation.interrupts import Interrupted, stop_on_signals
 from scclip.evaluation.metrics import format_table, metrics_from_store, stored_results
-from scclip.evaluation.runs import DEFAULT_METHOD, RunFolder, differences, run_identity, runs_of_config
+from scclip.evaluation.runs import (
+    DEFAULT_METHOD,
+    RunFolder,
+    carry_over,
+    differences,
+    image_list_changed,
+    run_identity,
+    runs_of_config,
+)
 from scclip.evaluation.summary import summary_table
 from scclip.fileio import check_output_folder, write_atomically
 from scclip import options
-from scclip.benchmarks import config_keys, resolve_config
-from scclip.launch import choose_device, start
+from scclip.benchmarks import config_keys, config_root, resolve_config
+from scclip.launch import choose_device, process_device, start
 from scclip.locking import FolderLock, hold_for_job
 from scclip.settings import MODEL_SETTINGS, check_settings, model_settings
 from scclip.visualize import comparison, palette
@@ -104,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "mIoU difference B - A with a 95%% paired bootstrap interval, per class, wins; and exit")
     parser.add_argument("--gallery", type=int, metavar="N",
                         help="with --compare: pictures image | A | B | ground truth of the N images where the runs "
-                             "differ most, in SHOW_DIR (else WORK_DIR)/compare-<A>-vs-<B>/")
+                             "differ most, in SHOW_DIR (else the folder of run A)/compare-<A>-vs-<B>/")
     parser.add_argument("--json", metavar="PATH", help="with --compare: also write its figures to PATH (JSON)")
     return parser
 
@@ -137,10 +148,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def read_config(path: str) -> Config:
-    """The config file, or one line naming the configs that exist."""
+    """The config file, or one line naming the configs (or, for a bare name, the keys) that exist."""
     config = Path(path)
+    if not config.is_file() and config.suffix != ".py" and len(config.parts) == 1:
+        close = difflib.get_close_matches(path, config_keys(), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise InputError(f"--config {path} is neither a config file nor a benchmark key: {hint}"
+                         f"keys: {', '.join(config_keys())}")
     if not config.is_file():
-        folder = config.parent if config.parent.is_dir() else Path("configs")
+        folder = config.parent if config.parent.is_dir() else config_root()
         names = sorted(str(found) for found in folder.glob("**/cfg_*.py"))
         close = difflib.get_close_matches(str(config), names, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
@@ -250,14 +266,15 @@ def load_config(args: argparse.Namespace, device: str) -> Config:
     apply_data_root(cfg, args)
     check_model_settings(dict(cfg.model))
     check_loader_settings(dict(cfg.test_dataloader), list(args.cfg_options), known_loader_settings)
-    options.check_runtime(args, ("backbone", "clip_arch", "method"))
+    options.check_runtime(args, ("backbone", "clip_arch", "vfm", "method"))
     if args.runtime == "onnx":
         from scclip.evaluation.exported import exported_model_config
 
         cfg.model = exported_model_config(cfg.model, args.model)
         cfg.backbone = f"exported:{Path(args.model).name}"
     cfg.launcher = args.launcher
-    cfg.model.device = device
+    # An exported model's ONNX Runtime session picks its GPU itself: each process its own under a launcher.
+    cfg.model.device = process_device(device, args.launcher) if args.runtime == "onnx" else device
     cfg.env_cfg.setdefault("dist_cfg", {})["backend"] = "nccl" if device == "cuda" else "gloo"
     loader = cfg.test_dataloader
     loader.num_workers = dataloader_workers(loader.get("num_workers", 0),
@@ -380,14 +397,18 @@ def precision_of(cfg: Config, device: str) -> str:
     return precision
 
 
-def refuse_mismatched_resume(args: argparse.Namespace, stem: str, identity: dict) -> None:
-    """`--resume` without a stored run of these settings: refuse when the work dir holds one with other settings."""
+def run_to_resume(args: argparse.Namespace, stem: str, identity: dict) -> RunFolder | None:
+    """`--resume` without a stored run of these settings: the unfinished run of these settings on another image
+    list (a bad file removed since), whose results for the images still there carry over; None when the work dir
+    holds no unfinished run of this config; refused when the closest one has other settings."""
     others = [run for run in runs_of_config(args.work_dir, stem) if not run.finished]
     if not others:
-        return
+        return None
     changes = {run: differences(run.read_description()["identity"], identity) for run in others}
     other = min(others, key=lambda run: len(changes[run]))  # the run this command most likely meant
     changed = changes[other]
+    if image_list_changed(changed):
+        return other
     shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
     raise InputError(f"nothing to resume for these settings: the unfinished run {other.path} differs ({shown}); "
                      "resume it with its own settings, or drop --resume to start a new run")
@@ -528,12 +549,17 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
     if run.has_results() and not (args.resume or args.force):
         raise InputError(f"{run.path} holds an unfinished run of this command ({run.stored_count()} of "
                          f"{len(split.image_paths)} images stored): add --resume to continue it or --force to start over")
-    if args.resume and not run.has_results():
-        refuse_mismatched_resume(args, stem, identity)
+    earlier = run_to_resume(args, stem, identity) if args.resume and not run.has_results() else None
     if is_main_process():
         if args.force:
             run.clear()
         run.prepare(identity, dict(config=args.config, overrides=args.cfg_options, command=shlex.join(argv)))
+        if earlier is not None:
+            kept = carry_over(earlier, run, split.image_paths)
+            before = earlier.read_description()["identity"]["num_images"]
+            print(f"{stem}: the split has {len(split.image_paths)} images now, the unfinished run {earlier.path} had "
+                  f"{before}: its {kept} results for images still in the split are kept, and this run scores the "
+                  f"{len(split.image_paths)} images in {run.path} ({earlier.path} is left as it was)")
     barrier()
 
     stored = stored_results(run.results_dir, run.key, split.image_paths)
@@ -543,6 +569,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
         result = metrics_from_store(run.results_dir, run.key, split.image_paths, split.class_names)
         finish(args, cfg, device, identity, run, result, len(stored), 0.0)
         return 0
+    check_label_sizes(split, pending)  # from the file headers: a label map of another size stops nothing midway
     if is_main_process():
         resumed = f", {len(stored)} already stored" if stored else ""
         print(f"{stem}: evaluating {len(pending)} of {len(split.image_paths)} images{resumed} in {run.path}")
@@ -553,7 +580,7 @@ def evaluate_in_folder(args: argparse.Namespace, argv: list[str], cfg: Config, d
     cfg.test_cfg = dict(type="ResumableTestLoop", results_dir=str(run.results_dir), run_key=run.key,
                         ignore_index=ignore_index)
     start = time.perf_counter()
-    with stop_on_signals() as stop:
+    with stop_on_signals(cfg.test_dataloader.get("batch_size", 1)) as stop:
         try:
             runner = QuietRunner.from_cfg(cfg)
             runner.register_hook(ProgressBarHook())
@@ -594,7 +621,8 @@ def main(argv: list[str] | None = None) -> int:
         from scclip.evaluation.compare import compare_command
 
         device = choose_device(args.device, hide_gpus=True) if args.gallery else "cpu"
-        return compare_command(args.compare, args.gallery, args.json, Path(args.show_dir or args.work_dir),
+        gallery_root = Path(args.show_dir) if args.show_dir else None  # None: beside the runs
+        return compare_command(args.compare, args.gallery, args.json, gallery_root,
                                lambda command: load_config(parse_args(command), device))
     return evaluate(args, argv)
 

@@ -449,9 +449,16 @@ def write_gallery(folder: Path, comparison: Comparison, a: RunAreas, b: RunAreas
     return paths
 
 
-def compare_command(runs: Sequence[str], gallery: int | None, json_path: str | None, gallery_root: Path,
+def gallery_folder(a: RunAreas, b: RunAreas, root: Path | None) -> Path:
+    """Where --gallery's pictures go: `root/compare-<A>-vs-<B>`, `root` being --show-dir when given, else the folder
+    that holds run A (the runs' work dir, when they share one), never the folder the command happens to run in."""
+    return (root if root is not None else a.folder.parent) / f"compare-{a.name}-vs-{b.name}"
+
+
+def compare_command(runs: Sequence[str], gallery: int | None, json_path: str | None, gallery_root: Path | None,
                     load_config: ConfigLoader) -> int:
-    """eval.py --compare: print the comparison, write --json's figures and --gallery's pictures; exit status."""
+    """eval.py --compare: print the comparison, write --json's figures and --gallery's pictures (in `gallery_root`,
+    None: beside the runs, see `gallery_folder`); exit status."""
     a, b = load_run(runs[0]), load_run(runs[1])
     order = pair_images(a, b)
     comparison = compare_areas(a.areas, b.areas[order], a.class_names)
@@ -462,7 +469,7 @@ def compare_command(runs: Sequence[str], gallery: int | None, json_path: str | N
         print(f"figures written to {json_path}")
     if gallery:
         rows = most_different(comparison, a.areas, b.areas[order], gallery)
-        folder = gallery_root / f"compare-{a.name}-vs-{b.name}"
+        folder = gallery_folder(a, b, gallery_root)
         paths = write_gallery(folder, comparison, a, b, order, rows, load_config)
         print(f"gallery: {len(paths)} pictures (image | A | B | ground truth, most different first; titles give "
               f"each image's mIoU) in {folder}")

@@ -10,13 +10,23 @@ import copy
 from pathlib import Path
 
 from mmengine.dist import barrier, get_dist_info
+from mmengine.model import is_model_wrapper
 from mmengine.registry import LOOPS
 from mmengine.runner import TestLoop
 
-from .data import list_split
+from ..errors import DatasetError
+from .data import for_model, label_size_problem, list_split
 from .interrupts import StopRequest
-from .metrics import check_same_size, image_areas, metrics_from_store, stored_results
+from .metrics import image_areas, metrics_from_store, stored_results
 from .store import ImageAreas, ShardWriter
+
+
+def model_patch_size(model) -> int | None:
+    """The patch size of the segmentor's image encoder, or of an exported model's runtime (scclip.evaluation.exported);
+    None for a model that is not scclip's."""
+    model = model.module if is_model_wrapper(model) else model
+    sizes = (getattr(getattr(model, part, None), "patch_size", None) for part in ("encoder", "runtime"))
+    return next((size for size in sizes if size is not None), None)
 
 
 @LOOPS.register_module()
@@ -33,7 +43,8 @@ class ResumableTestLoop(TestLoop):
 
     def __init__(self, runner, dataloader, evaluator, results_dir: str, run_key: str, ignore_index: int = 255,
                  fp16: bool = False) -> None:
-        self.image_paths = list_split(dataloader["dataset"]).image_paths
+        split = list_split(dataloader["dataset"])
+        self.image_paths = split.image_paths
         self.results_dir = Path(results_dir)
         self.run_key = run_key
         # Every rank must see the same store to split the same pending images: none starts storing
@@ -43,6 +54,10 @@ class ResumableTestLoop(TestLoop):
         barrier()
         dataloader = copy.deepcopy(dataloader)
         dataloader["dataset"]["indices"] = [index for index in range(len(self.image_paths)) if index not in stored]
+        if "pipeline" in dataloader["dataset"]:
+            dataloader["dataset"]["pipeline"] = for_model(dataloader["dataset"]["pipeline"],
+                                                          model_patch_size(runner.model), len(split.class_names),
+                                                          ignore_index)
         super().__init__(runner, dataloader, evaluator, fp16)
         self.index_of = {path: index for index, path in enumerate(self.image_paths)}
         self.num_images = len(self.image_paths)
@@ -86,6 +101,8 @@ class ResumableTestLoop(TestLoop):
     def areas_of(self, sample) -> ImageAreas:
         prediction = sample.pred_sem_seg.data
         label = sample.gt_sem_seg.data
-        check_same_size(prediction, label, sample.img_path, sample.seg_map_path)
+        problem = label_size_problem(sample.seg_map_path, label.shape[-2:], sample.img_path, prediction.shape[-2:])
+        if problem is not None:  # the checked loaders stop such a label map first; a loader of one's own may not
+            raise DatasetError(problem)
         areas = image_areas(prediction, label, self.num_classes, self.ignore_index)
         return ImageAreas(self.index_of[sample.img_path], sample.img_path, areas)

@@ -48,13 +48,6 @@ def image_areas(prediction: torch.Tensor, label: torch.Tensor, num_classes: int,
     return (areas.cpu().numpy() if on_gpu else areas).astype(np.int64)
 
 
-def check_same_size(prediction: torch.Tensor, label: torch.Tensor, image_path: str, label_path: str) -> None:
-    if tuple(prediction.shape[-2:]) != tuple(label.shape[-2:]):
-        height, width = label.shape[-2:]
-        raise DatasetError(f"label map {label_path} is {height}×{width} but its image {image_path} is "
-                           f"{prediction.shape[-2]}×{prediction.shape[-1]}: the label must have the image's size")
-
-
 def total_areas(items: Iterable[ImageAreas], num_classes: int) -> np.ndarray:
     """4×C int64 totals, summed in dataset order."""
     total = np.zeros((4, num_classes), dtype=np.int64)

@@ -27,7 +27,12 @@ from ..errors import CheckpointError, InputError
 from ..fileio import write_atomically
 from ..settings import DEFAULTS, predictive
 from ..text_cache import checkpoint_digest
-from .store import read_store
+from ..locking import FolderLock
+from .store import ImageAreas, ShardWriter, read_store
+
+# What may differ between an unfinished run and the command that resumes it: the images (some removed
+# from the split, e.g. a bad file, or added); each image's stored result stays valid on its own.
+IMAGE_LIST_KEYS = ("images_sha256", "num_images")
 
 IDENTITY_FORMAT = 1
 RUN_FILE = "run.json"
@@ -80,6 +85,8 @@ def run_identity(cfg: Mapping, image_paths: Sequence[str], precision: str) -> di
         model["clip_path"] = checkpoint_sha256(str(model["clip_path"]))
     else:  # an exported model folder (scclip.evaluation.exported): its model.json holds every file's SHA-256
         model["model"] = hashlib.sha256((Path(model["model"]) / "model.json").read_bytes()).hexdigest()
+    if model.get("vfm_path") is not None:  # ProxyCLIP's VFM file: named by its content, as the checkpoint
+        model["vfm_path"] = checkpoint_digest(str(model["vfm_path"]))
     model["precision"] = precision
     if "name_path" in model or "vocabulary" in model:
         vocabulary = vocabulary_sha256(model)
@@ -186,3 +193,33 @@ def runs_of_config(work_dir: str | os.PathLike, config_stem: str) -> list[RunFol
             continue
         folders.append(RunFolder(run_file.parent, key))
     return folders
+
+
+def image_list_changed(changes: Sequence[str]) -> bool:
+    """Whether `differences` between two identities are only in which images the split holds."""
+    return bool(changes) and all(change.split(":")[0] in IMAGE_LIST_KEYS for change in changes)
+
+
+def carry_over(source: RunFolder, target: RunFolder, image_paths: Sequence[str]) -> int:
+    """Copy the results `source` stored for images of `image_paths` into `target`'s store (one new shard, each
+    record at its image's index in `image_paths`); returns how many. `source` is left as it was.
+
+    Raises:
+        InputError: another live run writes to `source` (its lock is held meanwhile).
+    """
+    index_of = {path: index for index, path in enumerate(image_paths)}
+    lock = FolderLock(source.path)
+    lock.acquire("wait for it to end, then resume")
+    try:
+        kept = [item for item in read_store(source.results_dir, source.key)[0].values() if item.path in index_of]
+        if not kept:
+            return 0
+        writer = ShardWriter(target.results_dir, target.key, len(image_paths), kept[0].areas.shape[1], rank=0)
+        try:
+            for item in sorted(kept, key=lambda item: index_of[item.path]):
+                writer.append(ImageAreas(index_of[item.path], item.path, item.areas))
+        finally:
+            writer.close()
+        return len(kept)
+    finally:
+        lock.release()

@@ -108,6 +108,8 @@ def read_shard(path: Path, run_key: str) -> tuple[list[ImageAreas], int]:
         DatasetError: the shard belongs to another run (it must never be mixed in).
     """
     data = path.read_bytes()
+    if SHARD_MAGIC.startswith(data):
+        return [], len(data)  # just created, or killed before its first line was written: nothing in it yet
     if not data.startswith(SHARD_MAGIC):
         raise DatasetError(f"{path} is not a results shard of scclip: remove it, or start over with --force")
     end = data.find(b"\n", len(SHARD_MAGIC))

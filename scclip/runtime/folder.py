@@ -115,6 +115,8 @@ SCHEMA: dict[str, tuple[bool, Check]] = {
     "renormalise_scores": (False, SWITCH),
     "resize_through_input": (False, SWITCH),
     "patch_size": (True, whole(1, MAX_PATCH)),
+    "feature_stride": (False, whole(1, MAX_PATCH)),  # pixels per dense feature (ProxyCLIP: its VFM's patch)
+    "pad_multiple": (False, whole(0, MAX_SCALE)),  # windows padded to a multiple of it (0: never)
     "embed_dim": (True, whole(1, MAX_WIDTH)),
     "depth": (False, whole(1)),
     "resize_scale": (True, list_of(whole(1, MAX_SCALE), length=2)),
@@ -143,6 +145,8 @@ SCHEMA: dict[str, tuple[bool, Check]] = {
     "source.clip_arch": (False, optional(text())),
     "source.checkpoint": (False, optional(text())),
     "source.sha256": (False, optional(SHA256)),
+    "source.vfm": (False, text()),
+    "source.vfm_sha256": (False, SHA256),
     "export_seconds": (False, number(low=0)),
     "files": (True, FILES),
 }

@@ -2,7 +2,8 @@
 
 Each function mirrors one of the PyTorch path, named in its docstring, with the same arithmetic in
 float32 where it matters (the bilinear resize computes its source positions as PyTorch's CPU
-kernel does); tests/test_onnx.py compares them. Imports only numpy.
+kernel does); tests/test_onnx.py compares them. Imports only numpy (and PAMR's constants from the
+settings table, which is standard library only).
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STD_SCALE = 0.1  # scclip.pamr
-STD_EPS = 1e-8
+from ..settings import PAMR_STD_EPS as STD_EPS
+from ..settings import PAMR_STD_SCALE as STD_SCALE
 NORMALISE_EPS = 1e-12  # F.normalize
 
 

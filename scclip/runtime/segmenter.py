@@ -12,14 +12,13 @@ from ..bpe import token_rows, tokenizer_from_file
 from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
 from ..result import SegmentationResult
+from ..settings import DEFAULTS, PAMR_ON_STEPS
 from ..vocabulary import Vocabulary, vocabulary_lines
-from ..windows import patch_padding, sliding_windows
+from ..windows import patch_padding, window_batches
 from . import numerics
 from .folder import ModelFolder
 from .fullsize import FullSize
 
-PAMR_STEPS = 10  # scclip.api: PAMR's steps when `pamr=True`
-DEFAULT_CROP = 224  # scclip.api: `slide=True` windows when the export ran whole images
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
@@ -79,12 +78,16 @@ class OnnxSegmenter:
         self.logit_scale = float(settings["logit_scale"])
         self.prob_thd = float(settings["prob_thd"] if prob_thd is None else prob_thd)
         self.area_thd = settings["area_thd"]
-        self.pamr_steps = int(settings["pamr_steps"] if pamr is None else (settings["pamr_steps"] or PAMR_STEPS) * pamr)
+        self.pamr_steps = int(settings["pamr_steps"] if pamr is None else (settings["pamr_steps"] or PAMR_ON_STEPS) * pamr)
         self.pamr_stride = tuple(settings["pamr_stride"])
         exported_crop = int(settings["slide_crop"])
-        self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULT_CROP) * bool(slide)
+        self.slide_crop = exported_crop if slide is None else (exported_crop or DEFAULTS["slide_crop"]) * bool(slide)
         self.slide_stride = int(settings["slide_stride"])
         self.pad_to_patch = bool(settings["pad_to_patch"])
+        # Checked by the folder's schema; exports before these fields: features on the patch grid, windows
+        # padded to the patch with pad_to_patch.
+        self.feature_stride = int(meta.get("feature_stride", self.patch_size))
+        self.pad_multiple = int(meta.get("pad_multiple", self.patch_size if self.pad_to_patch else 0))
         self.renormalise = bool(meta.get("renormalise_scores", False))
         self.resize_through_input = bool(meta.get("resize_through_input", False))
         self.crop_batch_size = crop_batch_size
@@ -161,10 +164,11 @@ class OnnxSegmenter:
     def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False) -> np.ndarray:
         """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size` and `pad`)."""
         height, width = crops.shape[-2:]
-        left, right, top, bottom = patch_padding(height, width, self.patch_size) if pad else (0, 0, 0, 0)
+        multiple = self.pad_multiple or self.patch_size
+        left, right, top, bottom = patch_padding(height, width, multiple) if pad else (0, 0, 0, 0)
         if left or right or top or bottom:
             crops = np.pad(crops, ((0, 0), (0, 0), (top, bottom), (left, right)))
-        grid = (crops.shape[-2] // self.patch_size, crops.shape[-1] // self.patch_size)
+        grid = (crops.shape[-2] // self.feature_stride, crops.shape[-1] // self.feature_stride)
         features = self.dense_features(crops)
         logits = (features @ self.query_features.T).transpose(0, 2, 1).reshape(crops.shape[0], -1, *grid)
         if size == "grid":
@@ -181,18 +185,12 @@ class OnnxSegmenter:
         images are batched by shape, each encoded on its own."""
         sums = [np.zeros((len(self.query_features), *image.shape[-2:]), dtype=np.float32) for image in images]
         counts = [np.zeros((1, *image.shape[-2:]), dtype=np.float32) for image in images]
-        by_shape: dict[tuple[int, int], list[tuple[int, tuple[int, int, int, int]]]] = defaultdict(list)
-        for index, image in enumerate(images):
-            for window in sliding_windows(*image.shape[-2:], self.slide_crop, self.slide_stride):
-                y1, y2, x1, x2 = window
-                by_shape[(y2 - y1, x2 - x1)].append((index, window))
-        for jobs in by_shape.values():
-            for start in range(0, len(jobs), self.crop_batch_size):
-                chunk = jobs[start : start + self.crop_batch_size]
-                crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-                for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_to_patch)):
-                    sums[i][:, y1:y2, x1:x2] += logits
-                    counts[i][:, y1:y2, x1:x2] += 1
+        sizes = [image.shape[-2:] for image in images]
+        for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
+            crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+                sums[i][:, y1:y2, x1:x2] += logits
+                counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     def coarse_logits(self, image: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ golden text touches, and full-size class scores. The compact copy keeps what the
   scores are within 1e-5) as `methods/` already does; the case JSON gains `probs_stride`; `pred`,
   features and anomaly indices are kept whole. `init_commit/` cases use the images and checkpoints
   of the folder above it, so it holds no copy of them;
-- `methods/`, `resclip/`, the images, vocabularies and token files are copied unchanged.
+- `methods/`, `resclip/` (ResCLIP's cases, compact already), `proxyclip/` (ProxyCLIP's, compact
+  already), the images, vocabularies and token files are copied unchanged; ProxyCLIP's tiny DINO is
+  stored xz-compressed as it is.
 """
 import argparse
 import io
@@ -38,6 +40,8 @@ CHECKPOINTS = ("clip_b16_seed0.pt", "clip_l14_seed0.pt")
 INIT_COMMIT = "init_commit"  # the release's first commit: Part I cases with anomalies by norm
 COMPRESSED_SUFFIX = ".xz"
 RESCLIP = "resclip"  # ResCLIP's cases (tests/test_resclip_golden.py), already compact: copied unchanged
+PROXYCLIP = "proxyclip"  # ProxyCLIP's cases (tests/test_proxyclip_golden.py) and their VFM checkpoint
+VFM_CHECKPOINTS = ("dino_b8_seed0.pth",)
 
 
 def used_tokens(full: Path) -> torch.Tensor:
@@ -94,16 +98,18 @@ def compact_cases(full: Path, out: Path) -> None:
 
 def make_compact(full: Path, out: Path) -> int:
     """Write the compact copy of `full` into `out`; returns its size in bytes."""
-    for folder in ("methods", RESCLIP):
+    for folder in ("methods", RESCLIP, PROXYCLIP):
         (out / folder).mkdir(parents=True, exist_ok=True)
     keep = used_tokens(full)
     for name in CHECKPOINTS:
         compact_checkpoint(full / name, out / name, keep)
+    for name in VFM_CHECKPOINTS:
+        (out / (name + COMPRESSED_SUFFIX)).write_bytes(lzma.compress((full / name).read_bytes(), preset=9))
     compact_cases(full, out)
     if (full / INIT_COMMIT).is_dir():
         compact_cases(full / INIT_COMMIT, out / INIT_COMMIT)
     for pattern in ("*_classes.txt", "*_image.npy", "tokens.json", "tokens.npy", "methods/*", f"{RESCLIP}/*",
-                    f"{INIT_COMMIT}/*_classes.txt"):
+                    f"{PROXYCLIP}/*", f"{INIT_COMMIT}/*_classes.txt"):
         for path in sorted(full.glob(pattern)):
             shutil.copyfile(path, out / path.relative_to(full))
     return sum(path.stat().st_size for path in out.rglob("*") if path.is_file() and path.suffix != ".py")
