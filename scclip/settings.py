@@ -364,18 +364,13 @@ def check_settings(method: str, values: Mapping[str, Any], prefix: str = "", adv
         prefix: how the names are shown: '' (arguments: 'prob_thd=2') or 'model.' (a config's keys).
         advice: said after a value's problem (e.g. where to fix it).
     """
-    refused = _methods().get_method(method).refuses
+    _methods().get_method(method)
     valid = model_settings(method)
-    for name, value in values.items():
-        if name in refused and value != MODEL_SETTINGS[name].default:
-            raise InputError(f"method {method!r} cannot take {prefix}{name}={value!r}: {refused[name]}; "
-                             f"leave {prefix}{name} at {MODEL_SETTINGS[name].default!r}")
-        if name not in valid and name not in refused:
+    for name in values:
+        if name not in valid:
             raise InputError(_not_taken(method, name, valid, prefix))
     refused = _methods().get_method(method).refuses
     for name, value in values.items():
-        if name in refused:
-            continue
         setting = MODEL_SETTINGS[name]
         if name in refused:
             _check_refused(method, name, value, prefix)
