@@ -312,3 +312,26 @@ def test_sigterm_and_kill_part_way_then_the_same_command_labels_every_image_once
     assert paths == [f"image{index:02d}.png" for index in range(24)]  # every image exactly once
     no_partial_files(out)
     assert not (out / ".predict").exists()
+
+
+def test_resclip_labels_as_scclip_segment_does_and_refuses_area_thd(capsys, tmp_path, photos, tiny_checkpoint_path):
+    """A method with its own settings (ResCLIP) through predict.py: the masks of `scclip segment`, its settings in
+    the run's identity, and area_thd (which ResCLIP's release cannot apply) refused in one line."""
+    out = tmp_path / "labels"
+    chosen = ("--method", "resclip", "--set", "temp_thd=0.3", "--set", "sfr_weights=[2.1, 0.6]")
+    code, _, stderr = predict(capsys, *base_args(photos, out, tiny_checkpoint_path, *chosen))
+    assert code == 0, stderr
+    demo = tmp_path / "demo"
+    assert cli.main(["segment", "--image", str(photos), "--recursive", "--classes", CLASSES, "--backbone",
+                     str(tiny_checkpoint_path), "--device", "cpu", "--save-mask", "--out", str(demo), *chosen]) == 0
+    for record in lines_of(out):
+        name = record["mask"].removesuffix(".png")
+        assert (out / record["mask"]).read_bytes() == (demo / f"{name}_scclip_mask.png").read_bytes(), name
+    identity = json.loads((out / "run.json").read_text())["identity"]
+    assert identity["method"] == "resclip" and identity["settings"]["temp_thd"] == 0.3
+    assert list(identity["settings"]["sfr_weights"]) == [2.1, 0.6]
+    capsys.readouterr()  # scclip segment's progress
+    code, _, stderr = predict(capsys, *base_args(photos, tmp_path / "other", tiny_checkpoint_path, "--method",
+                                                 "resclip", "--set", "area_thd=0.1"))
+    assert code != 0 and len(stderr.strip().splitlines()) == 1
+    assert "method 'resclip' cannot take area_thd=0.1: its release cannot apply it" in stderr

@@ -29,6 +29,7 @@ from skimage import data as sample_data
 from scclip.api import SAMPLE_IMAGE, display_names
 from scclip.benchmarks import BENCHMARKS
 from scclip.errors import InputError, ScclipError
+from scclip.imageio import NOT_AN_IMAGE
 from scclip.vocabulary import SAMPLE_CLASSES, Vocabulary
 from scclip.web import (
     ENCODER_BUSY,
@@ -563,7 +564,7 @@ def test_every_foreign_path_gets_one_refusal_and_odd_upload_names_are_served(tin
             assert sorted(Path(item["path"]).name for item in answer[1]) == [f"{stem}_mask.json", f"{stem}_mask.png"]
         event, answer = raw_call(app.url, [{"path": raw_upload(app.url, long_name, b"not a picture"),
                                             "orig_name": long_name, "meta": meta["meta"]}, "cat"])
-        assert event == "error" and "is not an image" in answer and str(app.temp_root) not in answer
+        assert event == "error" and NOT_AN_IMAGE in answer and str(app.temp_root) not in answer
         assert len(answer) < 300, "the name is shortened in messages"
     finally:
         code = app.stop()
