@@ -19,7 +19,7 @@ photo; this module only decides how to cut the blocks and how to stitch them:
 Labels therefore equal the whole-image computation except where two class scores tie to within
 rounding.
 """
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .blocks import BLOCK_BYTES, Span, cover, pamr_chunk
+from .blocks import BLOCK_BYTES, BlockedPrediction, Span
 from .pamr import pixel_affinities, refine
 from .postprocess import PostProcessing, class_areas
 
@@ -58,8 +58,9 @@ def resize_block(maps: Tensor, size: tuple[int, int], rows: Span, cols: Span) ->
 
 
 @dataclass
-class FullSizePrediction:
-    """Coarse query logits and everything that turns them into full-size class scores and labels.
+class FullSizePrediction(BlockedPrediction):
+    """Coarse query logits and everything that turns them into full-size class scores and labels: the steps
+    are `scclip.blocks.BlockedPrediction`'s, the tensor operations these.
 
     Attributes:
         logits: Q×h×w query logits before the final resize (`SCCLIPForSegmentation.coarse_logits`).
@@ -81,13 +82,16 @@ class FullSizePrediction:
     _image: Tensor | None = field(default=None, init=False, repr=False)
 
     @property
-    def pamr_reach(self) -> int:
-        """How far PAMR's result at a pixel looks: steps × the largest dilation."""
-        return self.post.pamr_steps * max(self.post.pamr_stride) if self.post.pamr_steps > 0 else 0
+    def pamr_steps(self) -> int:
+        return self.post.pamr_steps
 
-    def blocks(self) -> Iterator[tuple[Span, Span]]:
-        """(rows, cols) of blocks that cover the image: full-width strips, or square tiles with PAMR."""
-        return cover(self.size, self.logits.shape[0], tiles=self.post.pamr_steps > 0, block_bytes=self.block_bytes)
+    @property
+    def pamr_stride(self) -> Sequence[int]:
+        return self.post.pamr_stride
+
+    @property
+    def area_thd(self) -> float | None:
+        return self.post.area_thd
 
     def full_size_image(self) -> Tensor:
         """1×3×H×W the inference input at full size, resized whole as the benchmark path resizes it.
@@ -99,59 +103,38 @@ class FullSizePrediction:
             self._image = F.interpolate(self.image[None], size=self.size, mode="bilinear", align_corners=False)
         return self._image
 
-    def query_block(self, rows: Span, cols: Span) -> Tensor:
-        """Q×R×W full-size query logits of one block (refined with PAMR when it is on)."""
-        if self.post.pamr_steps <= 0:
-            return resize_block(self.logits, self.size, rows, cols)
-        reach = self.pamr_reach
-        height, width = self.size
-        around_rows = (max(rows[0] - reach, 0), min(rows[1] + reach, height))
-        around_cols = (max(cols[0] - reach, 0), min(cols[1] + reach, width))
-        image = self.full_size_image()[:, :, around_rows[0] : around_rows[1], around_cols[0] : around_cols[1]]
-        affinity = pixel_affinities(image, self.post.pamr_stride)
-        inside = (slice(rows[0] - around_rows[0], rows[1] - around_rows[0]),
-                  slice(cols[0] - around_cols[0], cols[1] - around_cols[0]))
-        region = (around_rows[1] - around_rows[0]) * (around_cols[1] - around_cols[0])
-        chunk = pamr_chunk(region, self.block_bytes)
-        refined = []
-        for start in range(0, self.logits.shape[0], chunk):
-            scores = resize_block(self.logits[start : start + chunk], self.size, around_rows, around_cols)[None]
-            scores = refine(scores, affinity, self.post.pamr_steps, self.post.pamr_stride)
-            refined.append(scores[0][:, inside[0], inside[1]])
-        return torch.cat(refined)
+    def resize_block(self, maps: Tensor, rows: Span, cols: Span) -> Tensor:
+        return resize_block(maps, self.size, rows, cols)
 
-    def class_block(self, rows: Span, cols: Span) -> Tensor:
-        """C×R×W class scores of one block, before `area_thd`."""
-        return self.post.scores(self.query_block(rows, cols), self.query_to_class, self.num_classes)
+    def image_block(self, rows: Span, cols: Span) -> Tensor:
+        return self.full_size_image()[:, :, rows[0] : rows[1], cols[0] : cols[1]]
 
-    def keep(self) -> Tensor | None:
-        """Which classes survive `area_thd` (first pass over the whole image); None without it."""
-        if self.post.area_thd is None:
-            return None
-        if self._keep is None:
-            areas = torch.zeros(self.num_classes, dtype=torch.int64, device=self.logits.device)
-            for rows, cols in self.blocks():
-                areas += class_areas(self.class_block(rows, cols))
-            self._keep = self.post.keep(areas)
-        return self._keep
+    def affinities(self, image: Tensor) -> Tensor:
+        return pixel_affinities(image, self.post.pamr_stride)
 
-    def finished_blocks(self) -> Iterator[tuple[Span, Span, Tensor, Tensor]]:
-        """(rows, cols, stored C×R×W class scores, R×W labels) of every block."""
-        keep = self.keep()
-        for rows, cols in self.blocks():
-            scores, pred = self.post.finish(self.class_block(rows, cols), keep)
-            yield rows, cols, scores, pred[0]
+    def refine(self, scores: Tensor, affinity: Tensor) -> Tensor:
+        return refine(scores[None], affinity, self.post.pamr_steps, self.post.pamr_stride)[0]
 
-    def labels(self) -> np.ndarray:
-        """H×W int64 labels."""
-        result = np.empty(self.size, dtype=np.int64)
-        for rows, cols, _, pred in self.finished_blocks():
-            result[rows[0] : rows[1], cols[0] : cols[1]] = pred.cpu().numpy()
-        return result
+    def concat(self, blocks: list[Tensor]) -> Tensor:
+        return torch.cat(blocks)
 
-    def scores(self) -> np.ndarray:
-        """C×H×W float32 post-processed class scores: C × H × W × 4 bytes (allocated whole)."""
-        result = np.empty((self.num_classes, *self.size), dtype=np.float32)
-        for rows, cols, scores, _ in self.finished_blocks():
-            result[:, rows[0] : rows[1], cols[0] : cols[1]] = scores.cpu().numpy()
-        return result
+    def class_scores_of(self, query_logits: Tensor) -> Tensor:
+        return self.post.scores(query_logits, self.query_to_class, self.num_classes)
+
+    def areas_of(self, scores: Tensor) -> Tensor:
+        return class_areas(scores)
+
+    def surviving(self, areas: Tensor) -> Tensor:
+        return self.post.keep(areas)
+
+    def finish_block(self, scores: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
+        scores, pred = self.post.finish(scores, keep)
+        return scores, pred[0]
+
+    @staticmethod
+    def to_numpy(block: Tensor) -> np.ndarray:
+        return block.cpu().numpy()
+
+    @staticmethod
+    def empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        return np.empty(shape, dtype=dtype)

@@ -6,9 +6,12 @@ areas that `area_thd` needs counted in a first pass. See docs/method.md#post-pro
 """
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
+
+from .blocks import finish
 
 
 def class_scores(query_logits: Tensor, query_to_class: Tensor, num_classes: int, logit_scale: float) -> Tensor:
@@ -55,6 +58,10 @@ def renormalise(scores: Tensor) -> Tensor:
     return scores / scores.sum(dim=0, keepdim=True)
 
 
+# The operations `scclip.blocks.finish` runs in its order (the runtime's numpy ones: scclip.runtime.numerics).
+TORCH_STEPS = SimpleNamespace(suppress=suppress, labels=labels, renormalise=renormalise)
+
+
 @dataclass(frozen=True)
 class PostProcessing:
     """Everything between full-size query logits and a prediction, for one segmentor.
@@ -85,10 +92,7 @@ class PostProcessing:
 
     def finish(self, scores: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
         """(stored class scores, 1×H×W labels) of class scores, given the classes `area_thd` keeps."""
-        if keep is not None:
-            scores = suppress(scores, keep)
-        pred = labels(scores, self.prob_thd)
-        return (renormalise(scores) if self.renormalise else scores), pred
+        return finish(TORCH_STEPS, scores, keep, self.prob_thd, self.renormalise)
 
     def __call__(self, query_logits: Tensor, query_to_class: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
         """(stored class scores, 1×H×W labels) of one image's Q×H×W full-size query logits."""

@@ -3,14 +3,16 @@
 Each function mirrors one of the PyTorch path, named in its docstring, with the same arithmetic in
 float32 where it matters (the bilinear resize computes its source positions as PyTorch's CPU
 kernel does); tests/test_onnx.py compares them. Imports only numpy (and PAMR's constants from the
-settings table, which is standard library only).
+settings table and the order of the last steps from `scclip.blocks`, both standard library only).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
+from .. import blocks
 from ..settings import PAMR_STD_EPS as STD_EPS
 from ..settings import PAMR_STD_SCALE as STD_SCALE
 NORMALISE_EPS = 1e-12  # F.normalize
@@ -144,17 +146,29 @@ def surviving_classes(areas: np.ndarray, area_thd: float) -> np.ndarray:
     return foreground > np.float32(area_thd) * foreground.sum(dtype=np.float32)
 
 
-def finish(scores: np.ndarray, keep: np.ndarray | None, prob_thd: float, renormalise: bool) -> tuple[np.ndarray, np.ndarray]:
-    """`scclip.postprocess.PostProcessing.finish`: (stored class scores, H×W labels)."""
-    if keep is not None:
-        scores = scores.copy()
-        scores[1:] *= keep.astype(scores.dtype)[:, None, None]
+def suppress(scores: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`scclip.postprocess.suppress`: the scores with every class ≥ 1 that `keep` drops set to zero (a copy)."""
+    scores = scores.copy()
+    scores[1:] *= keep.astype(scores.dtype)[:, None, None]
+    return scores
+
+
+def labels(scores: np.ndarray, prob_thd: float) -> np.ndarray:
+    """`scclip.postprocess.labels`, H×W: the argmax; pixels whose best score is below prob_thd become class 0."""
     best = scores.max(axis=0)
-    labels = scores.argmax(axis=0).astype(np.int64)
-    labels[best < prob_thd] = 0
-    if renormalise:
-        scores = scores / scores.sum(axis=0, keepdims=True)
-    return scores, labels
+    result = scores.argmax(axis=0).astype(np.int64)
+    result[best < prob_thd] = 0
+    return result
+
+
+def renormalise(scores: np.ndarray) -> np.ndarray:
+    """`scclip.postprocess.renormalise`: class scores divided by their sum over classes, per pixel."""
+    return scores / scores.sum(axis=0, keepdims=True)
+
+
+def finish(scores: np.ndarray, keep: np.ndarray | None, prob_thd: float, renormalise: bool) -> tuple[np.ndarray, np.ndarray]:
+    """`scclip.postprocess.PostProcessing.finish`: (stored class scores, H×W labels), in `scclip.blocks.finish`'s order."""
+    return blocks.finish(NUMPY_STEPS, scores, keep, prob_thd, renormalise)
 
 
 # ---------------------------------------------------------------- PAMR (scclip.pamr)
@@ -190,3 +204,7 @@ def refine(scores: np.ndarray, affinity: np.ndarray, steps: int, dilations: Sequ
             refined += affinity[index][None] * shifted
         scores = refined
     return scores
+
+
+# The operations `scclip.blocks.finish` runs in its order.
+NUMPY_STEPS = SimpleNamespace(suppress=suppress, labels=labels, renormalise=renormalise)
