@@ -22,7 +22,7 @@ from .errors import CheckpointError, InputError
 from .benchmarks import inference_scale
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
-from .protocol import ClassEmbedding, call_settings, chosen_embedding
+from .protocol import ClassEmbedding, SegmenterCalls, call_settings, chosen_embedding
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
 from .settings import CALL_SETTINGS, DEFAULTS, PAMR_ON_STEPS, check_settings
@@ -37,7 +37,6 @@ from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-f
     parse_classes,
     vocabulary_lines,
 )
-from .visualize import palette
 
 # The benchmarks' test-time resize (docs/method.md#test-time-resize): the short side becomes 336 unless the
 # long side would pass 2048; small images are enlarged. configs/base_config.py states it.
@@ -84,7 +83,7 @@ def resize_for_inference(image: np.ndarray, scale: tuple[int, int] = INFERENCE_S
     return mmcv.imresize(image, size, interpolation="bilinear", backend="cv2")
 
 
-class Segmenter:
+class Segmenter(SegmenterCalls):
     """Open-vocabulary segmentation of single images with SC-CLIP or one of its baselines.
 
     The model and the text features of the classes are built once, here; each call then costs one
@@ -166,14 +165,6 @@ class Segmenter:
                                       self.segmentor.query_to_class, self.model_key)
 
     @property
-    def class_names(self) -> list[str]:
-        return list(self.classes.class_names)
-
-    @property
-    def colours(self) -> list:
-        return palette(self.classes.num_classes)
-
-    @property
     def method(self) -> str:
         return self.segmentor.method
 
@@ -191,35 +182,6 @@ class Segmenter:
         features = self.segmentor.encode_vocabulary(vocabulary, self.clip_model).to(self.device)
         return ClassEmbedding(lines, tuple(display_names(lines)), features,
                               torch.tensor(vocabulary.query_to_class, device=self.device), self.model_key)
-
-    @torch.no_grad()
-    def __call__(self, image: ImageSource, classes: ClassEmbedding | None = None, **options) -> SegmentationResult:
-        """Segment one image (a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array) into `classes`
-        (from `embed`; default: the built ones), with this call's options (see the class)."""
-        (result,) = self.batch([image], classes, **options)
-        return result
-
-    @torch.no_grad()
-    def batch(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
-              **options) -> list[SegmentationResult]:
-        """Segment several images (each as `__call__` takes it); the results are those of one call each.
-
-        Images of the same inference size are encoded in one batch (see `predictions`), so pass as
-        many as memory allows: each holds its Q×h×w coarse logits until its result is made.
-        """
-        embedding = chosen_embedding(classes, self.classes)
-        colours = palette(embedding.num_classes)
-        return [
-            SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(embedding.class_names),
-                               colours=colours, scores=prediction.scores)
-            for rgb, prediction in self.predictions(images, embedding, **options)
-        ]
-
-    @torch.no_grad()
-    def prediction(self, image: ImageSource, classes: ClassEmbedding | None = None,
-                   **options) -> tuple[np.ndarray, FullSizePrediction]:
-        """The image as read (H×W×3 uint8 RGB) and its full-size prediction (see `predictions`)."""
-        return self.predictions([image], classes, **options)[0]
 
     @torch.no_grad()
     def predictions(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,

@@ -12,7 +12,8 @@ long from what each request changes:
   built with them gives; an option the method refuses is refused in the line it gets at build time.
 
 Both backends satisfy `SegmenterProtocol` with the same method and parameter names and return the same
-`SegmentationResult`. Standard library only (and the torch-free result type), so the runtime reads it.
+`SegmentationResult`; `SegmenterCalls` writes the calls both make the same way. Torch-free (the standard
+library and the result type), so the runtime imports it.
 """
 from __future__ import annotations
 
@@ -100,3 +101,49 @@ def chosen_embedding(classes: ClassEmbedding | None, own: ClassEmbedding) -> Cla
         raise InputError(f"these classes were encoded by another model ({classes.model}), not {own.model}: "
                          "embed them with this segmenter")
     return classes
+
+
+class SegmenterCalls:
+    """What both backends do the same way over their own `predictions`, `classes` and `embed`: the calls
+    that make `SegmentationResult`s, and the names and colours of the built classes."""
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.class_names)
+
+    @property
+    def colours(self) -> list:
+        from .visualize import palette
+
+        return palette(self.num_classes)
+
+    def __call__(self, image: Any, classes: ClassEmbedding | None = None, **options: Any) -> SegmentationResult:
+        """Segment one image (a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array) into `classes`
+        (from `embed`; default: the built ones), with this call's options."""
+        (result,) = self.batch([image], classes, **options)
+        return result
+
+    def prediction(self, image: Any, classes: ClassEmbedding | None = None, **options: Any) -> tuple[Any, Any]:
+        """The image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when asked)."""
+        return self.predictions([image], **({} if classes is None else {"classes": classes}), **options)[0]
+
+    def batch(self, images: Sequence[Any], classes: ClassEmbedding | None = None,
+              **options: Any) -> list[SegmentationResult]:
+        """Segment several images (each as `__call__` takes it); the results are those of one call each.
+
+        Images of the same inference size are encoded in shared batches (`predictions`), so pass as many as
+        memory allows: each holds its Q×h×w coarse logits until its result is made.
+        """
+        from .visualize import palette
+
+        embedding = chosen_embedding(classes, self.classes)
+        colours = palette(embedding.num_classes)
+        if classes is not None:  # given only when given: `predictions(images)` stays the plain call
+            options["classes"] = embedding
+        return [SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(embedding.class_names),
+                                   colours=colours, scores=prediction.scores)
+                for rgb, prediction in self.predictions(images, **options)]

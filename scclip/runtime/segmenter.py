@@ -11,8 +11,7 @@ import onnxruntime as ort
 from ..bpe import token_rows, tokenizer_from_file
 from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
-from ..protocol import ClassEmbedding, call_settings, chosen_embedding
-from ..result import SegmentationResult
+from ..protocol import ClassEmbedding, SegmenterCalls, call_settings, chosen_embedding
 from ..settings import DEFAULTS, PAMR_ON_STEPS
 from ..vocabulary import Vocabulary, vocabulary_lines
 from ..windows import patch_padding, window_batches
@@ -23,7 +22,7 @@ from .fullsize import FullSize
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
-class OnnxSegmenter:
+class OnnxSegmenter(SegmenterCalls):
     """Open-vocabulary segmentation of single images with an exported model (`scclip export`), without torch.
 
     The same pipeline as `Segmenter`: keep-ratio resize, CLIP normalisation, the method's dense features
@@ -111,20 +110,6 @@ class OnnxSegmenter:
                 raise
             reason = " ".join(str(error).split())[:200]
             raise CheckpointError(f"{file} is not a graph ONNX Runtime can load ({reason}): export the model again") from None
-
-    @property
-    def num_classes(self) -> int:
-        return self.classes.num_classes
-
-    @property
-    def class_names(self) -> list[str]:
-        return list(self.classes.class_names)
-
-    @property
-    def colours(self) -> list:
-        from ..visualize import palette
-
-        return palette(self.num_classes)
 
     @property
     def query_features(self) -> np.ndarray:
@@ -247,25 +232,3 @@ class OnnxSegmenter:
             post["prob_thd"], post["area_thd"], post["pamr_steps"], tuple(post["pamr_stride"]), self.renormalise,
             image=inputs[index],
         )) for index, rgb in enumerate(rgbs)]
-
-    def prediction(self, image: ImageSource, classes: ClassEmbedding | None = None,
-                   **options) -> tuple[np.ndarray, FullSize]:
-        """The image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when asked)."""
-        return self.predictions([image], classes, **options)[0]
-
-    def batch(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
-              **options) -> list[SegmentationResult]:
-        """Segment several images (each as `__call__` takes it); the results are those of one call each."""
-        from ..visualize import palette
-
-        embedding = chosen_embedding(classes, self.classes)
-        colours = palette(embedding.num_classes)
-        return [SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(embedding.class_names),
-                                   colours=colours, scores=prediction.scores)
-                for rgb, prediction in self.predictions(images, embedding, **options)]
-
-    def __call__(self, image: ImageSource, classes: ClassEmbedding | None = None, **options) -> SegmentationResult:
-        """Segment one image (a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array) into `classes`
-        (from `embed`; default: the built ones), with this call's options (see the class)."""
-        (result,) = self.batch([image], classes, **options)
-        return result
