@@ -7,6 +7,7 @@ block (`scclip.fullres`) so that memory does not grow with classes × megapixels
 """
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 
 import mmcv
 import numpy as np
@@ -21,13 +22,15 @@ from .errors import CheckpointError, InputError
 from .benchmarks import inference_scale
 from .fullres import FullSizePrediction
 from .imageio import ImageSource, read_image
+from .protocol import ClassEmbedding, call_settings, chosen_embedding
 from .result import MASK_SUFFIX, SegmentationResult  # noqa: F401  (re-exported: the result type lives torch-free)
 from .segmentor import SCCLIPForSegmentation
-from .settings import DEFAULTS, PAMR_ON_STEPS, check_settings
+from .settings import CALL_SETTINGS, DEFAULTS, PAMR_ON_STEPS, check_settings
 from .vocabulary import (  # noqa: F401  (re-exported: the parsing lives torch-free, shared with scclip.runtime)
     SAMPLE_CLASSES,
     SAMPLE_IMAGE,
     SYNONYM_MARK,
+    Vocabulary,
     check_class_string,
     check_names_given_once,
     check_prompt_lengths,
@@ -59,7 +62,7 @@ def load_backbone(
     download_root: str | os.PathLike | None = None,
 ) -> CLIP | None:
     """The CLIP of a checkpoint file or an open_clip backbone, loaded once here and handed on to the
-    segmentor; None for a public OpenAI name, which the segmentor downloads itself."""
+    segmentor; None for a public OpenAI name, which `scclip.clip.load` downloads (`Segmenter` calls it)."""
     if clip_arch is not None:
         return load(backbone, device=device, download_root=download_root, arch=clip_arch)[0]
     if isinstance(backbone, str) and backbone in ARCHITECTURES:
@@ -87,11 +90,15 @@ class Segmenter:
     The model and the text features of the classes are built once, here; each call then costs one
     image encoding. Predictions come back at the image's full size in bounded memory (see
     `scclip.fullres`): a 12-megapixel photo with 171 classes needs well under 2 GB beyond the model.
+    Other classes are encoded once with `embed` and passed to a call; a call's options (`prob_thd`,
+    `area_thd`, `pamr`, `pamr_steps`, `pamr_stride`) override the built ones for that call
+    (`scclip.protocol`: the same protocol as `scclip.runtime.OnnxSegmenter`).
 
     Example:
         >>> seg = Segmenter("ViT-B/16", classes=["cat", "dog", "sky"])
         >>> result = seg("photo.jpg")
         >>> result.labels.shape, result.overlay().size
+        >>> seg("photo.jpg", seg.embed("car, road|street"), pamr=True, prob_thd=0.3)
 
     Args:
         backbone: a public CLIP name ('ViT-B/16', 'ViT-L/14', ...; downloaded on first use) or a
@@ -139,6 +146,9 @@ class Segmenter:
         clip_model = options.pop("clip_model", None)  # `backbone` already loaded: several segmenters share it
         if clip_model is None:
             clip_model = load_backbone(backbone, device, clip_arch, options.get("download_root"))
+        if clip_model is None:  # a public OpenAI name: loaded here, as other classes are encoded with it
+            clip_model = load(backbone, device=device, download_root=options.get("download_root"))[0]
+        self.clip_model = clip_model
         self.scale = scale
         arguments = dict(prob_thd=prob_thd, slide_crop=DEFAULTS["slide_crop"] if slide else 0,
                          pamr_steps=PAMR_ON_STEPS if pamr else 0)
@@ -150,8 +160,18 @@ class Segmenter:
             vocabulary=lines, device=device, method=method, clip_model=clip_model,
             clip_arch=clip_arch, **arguments,
         )
-        self.class_names = display_names(lines)
-        self.colours = palette(self.segmentor.num_classes)
+        # Which model encodes the classes (two segmenters on one file share embeddings).
+        self.model_key = f"torch:{self.segmentor.clip_path}:{clip_arch}:{self.segmentor.precision}"
+        self.classes = ClassEmbedding(tuple(lines), tuple(display_names(lines)), self.segmentor.query_features,
+                                      self.segmentor.query_to_class, self.model_key)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.class_names)
+
+    @property
+    def colours(self) -> list:
+        return palette(self.classes.num_classes)
 
     @property
     def method(self) -> str:
@@ -161,27 +181,49 @@ class Segmenter:
     def device(self) -> torch.device:
         return self.segmentor.device
 
+    def embed(self, classes: Sequence[str] | str | None = None, vocab: str | os.PathLike | None = None) -> ClassEmbedding:
+        """The text features of other classes (`classes` and `vocab` as at build time), to pass to calls; encoded
+        with this segmenter's CLIP once (the on-disk text cache keeps them for this checkpoint)."""
+        lines = tuple(vocabulary_lines(classes, vocab))
+        if lines == self.classes.lines:
+            return self.classes
+        vocabulary = Vocabulary.from_lines(lines)
+        features = self.segmentor.encode_vocabulary(vocabulary, self.clip_model).to(self.device)
+        return ClassEmbedding(lines, tuple(display_names(lines)), features,
+                              torch.tensor(vocabulary.query_to_class, device=self.device), self.model_key)
+
     @torch.no_grad()
-    def __call__(self, image: ImageSource) -> SegmentationResult:
-        """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
-        (result,) = self.batch([image])
+    def __call__(self, image: ImageSource, classes: ClassEmbedding | None = None, **options) -> SegmentationResult:
+        """Segment one image (a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array) into `classes`
+        (from `embed`; default: the built ones), with this call's options (see the class)."""
+        (result,) = self.batch([image], classes, **options)
         return result
 
     @torch.no_grad()
-    def batch(self, images: Sequence[ImageSource]) -> list[SegmentationResult]:
+    def batch(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
+              **options) -> list[SegmentationResult]:
         """Segment several images (each as `__call__` takes it); the results are those of one call each.
 
         Images of the same inference size are encoded in one batch (see `predictions`), so pass as
         many as memory allows: each holds its Q×h×w coarse logits until its result is made.
         """
+        embedding = chosen_embedding(classes, self.classes)
+        colours = palette(embedding.num_classes)
         return [
-            SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(self.class_names),
-                               colours=self.colours, scores=prediction.scores)
-            for rgb, prediction in self.predictions(images)
+            SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(embedding.class_names),
+                               colours=colours, scores=prediction.scores)
+            for rgb, prediction in self.predictions(images, embedding, **options)
         ]
 
     @torch.no_grad()
-    def predictions(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, FullSizePrediction]]:
+    def prediction(self, image: ImageSource, classes: ClassEmbedding | None = None,
+                   **options) -> tuple[np.ndarray, FullSizePrediction]:
+        """The image as read (H×W×3 uint8 RGB) and its full-size prediction (see `predictions`)."""
+        return self.predictions([image], classes, **options)[0]
+
+    @torch.no_grad()
+    def predictions(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
+                    **options) -> list[tuple[np.ndarray, FullSizePrediction]]:
         """Each image as read (H×W×3 uint8 RGB) and its full-size prediction, whose labels and scores are
         computed when asked for (`FullSizePrediction.labels()`, `.scores()`).
 
@@ -192,6 +234,9 @@ class Segmenter:
         CUDA, kernels chosen for another batch size may change the last bits of a logit).
         """
         segmentor = self.segmentor
+        embedding = chosen_embedding(classes, self.classes)
+        built = {name: getattr(segmentor.post, name) for name in CALL_SETTINGS}
+        post = replace(segmentor.post, **call_settings(segmentor.method, built, options))
         rgbs = [read_image(image) for image in images]
         inputs = [resize_for_inference(rgb, self.scale, min_side=segmentor.encoder.patch_size) for rgb in rgbs]
         same_size: dict[tuple[int, int], list[int]] = {}
@@ -201,8 +246,11 @@ class Segmenter:
         for (height, width), members in same_size.items():
             pixels = [torch.from_numpy(np.ascontiguousarray(inputs[index].transpose(2, 0, 1))) for index in members]
             batch = segmentor.data_preprocessor.normalise(pixels)
-            coarse = segmentor.coarse_logits(batch, [dict(img_shape=(height, width))] * len(members))
+            metas = [dict(img_shape=(height, width))] * len(members)
+            # The built classes are the segmentor's own: given only for others (its mmseg signature stays).
+            coarse = (segmentor.coarse_logits(batch, metas) if embedding is self.classes
+                      else segmentor.coarse_logits(batch, metas, queries=embedding.query_features))
             for index, (logits, image) in zip(members, coarse):
-                predictions[index] = FullSizePrediction(logits, rgbs[index].shape[:2], segmentor.query_to_class,
-                                                        segmentor.num_classes, segmentor.post, image=image)
+                predictions[index] = FullSizePrediction(logits, rgbs[index].shape[:2], embedding.query_to_class,
+                                                        embedding.num_classes, post, image=image)
         return [(rgb, predictions[index]) for index, rgb in enumerate(rgbs)]

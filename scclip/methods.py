@@ -21,7 +21,7 @@ from .clip.records import settings_backbone, with_published_settings
 from .encoders import DenseEncoder, LastBlock
 from .errors import CheckpointError, InputError
 from .resclip import ResCLIPEncoder, resclip_config
-from .settings import SWITCH_HELP
+from .settings import REFUSED, SWITCH_HELP
 from .vfm import DEFAULT_VFM
 
 SWITCHES = tuple(SWITCH_HELP)  # SC-CLIP's component switches, in the settings table
@@ -51,7 +51,7 @@ class MethodSpec:
         resize_through_input: whole-image logits go grid → input size → original size (NACLIP).
         checks: rules between the method's settings (each value alone is checked by `scclip.settings`).
         refuses: shared settings the method cannot apply, each with the reason: any value but the
-            setting's default is refused (`scclip.settings.check_settings`).
+            setting's default is refused (`scclip.settings.check_settings`); the table is `scclip.settings.REFUSED`.
     """
 
     name: str
@@ -174,19 +174,14 @@ METHODS: dict[str, MethodSpec] = {
             {"temp_thd": 0.25, "rcs_weights": (2.0, 0.4), "sfr_weights": (1.8, 0.7), "gaussian_std": 5.0,
              "delete_same_entity": True, "rcs": True, "sfr": True},
             _resclip_encoder, renormalise_scores=True, resize_through_input=True, checks=(_check_resclip,),
-            refuses={"area_thd": "its release cannot apply it (the branch fails for one image and edits the "
-                                 "logits after the scores are taken)"},
+            refuses=REFUSED["resclip"],
         ),
         MethodSpec(
             "proxyclip", "last block attends CLIP's values with a VFM's (DINO's) patch similarities, at the VFM's grid",
             "ProxyCLIP (Lan et al., ECCV 2024), mc-lan/ProxyCLIP@e7b767fbc58e; VFM DINO ViT-B/8, "
             "facebookresearch/dino@7c446df5b9f4",
             {"vfm": DEFAULT_VFM, "vfm_path": None, "proxy_beta": 1.2, "proxy_gamma": 3.0, "pad_multiple": 56},
-            _proxyclip_encoder, refuses={
-                **dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"),
-                                "its release has no area threshold and no PAMR"),
-                "pad_to_patch": "its windows are padded to pad_multiple (56) instead",
-            },
+            _proxyclip_encoder, refuses=REFUSED["proxyclip"],
         ),
         MethodSpec(
             "scclip", "anomaly resolution, calibrated last-block attention, feature aggregation, multi-level fusion",

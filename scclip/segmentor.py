@@ -172,29 +172,13 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.method_spec = spec
         self.clip_path = str(clip_path)
         self.clip_arch = clip_arch
-        templates = load_templates()
-
-        def encode() -> torch.Tensor:
-            with self._autocast(device, precision):
-                return encode_queries(clip_model, self.vocabulary.queries, templates, batch_size=text_batch_size,
-                                      progress=text_progress)
-
-        if text_cache:
-            cache_settings = dict(precision=precision, device=device.type, batch_size=text_batch_size)
-            if clip_arch is not None:
-                cache_settings["clip_arch"] = clip_arch
-            # An open_clip tag names no file: the cache keys on the file the loader resolved it to.
-            checkpoint = getattr(clip_model, "checkpoint_path", None) if clip_arch is not None else None
-            query_features = TextFeatureCache().get_or_compute(
-                checkpoint or clip_path, self.vocabulary.queries, templates, cache_settings, encode
-            ).to(device)
-        else:
-            query_features = encode()
-        self.register_buffer("query_features", query_features.float(), persistent=False)
+        self.precision = precision
+        self.text_settings = dict(batch_size=text_batch_size, cache=text_cache, progress=text_progress)
+        query_features = self.encode_vocabulary(self.vocabulary, clip_model)
+        self.register_buffer("query_features", query_features, persistent=False)
         self.register_buffer(
             "query_to_class", torch.tensor(self.vocabulary.query_to_class, device=device), persistent=False
         )
-        self.precision = precision
         self.post = PostProcessing(
             logit_scale=logit_scale, prob_thd=prob_thd, area_thd=area_thd, pamr_steps=pamr_steps,
             pamr_stride=tuple(pamr_stride), renormalise=spec.renormalise_scores,
@@ -215,6 +199,29 @@ class SCCLIPForSegmentation(BaseSegmentor):
         self.to(device)
         if compile:
             self.encoder.compile()
+
+    def encode_vocabulary(self, vocabulary: Vocabulary, clip_model: CLIP) -> Tensor:
+        """Q×D float32 query features of a vocabulary with `clip_model` (this segmentor's CLIP), read from the
+        on-disk text cache when it is on; a `scclip.Segmenter` encodes other vocabularies with it."""
+        device = next(clip_model.parameters()).device
+        text = self.text_settings
+        templates = load_templates()
+
+        def encode() -> torch.Tensor:
+            with self._autocast(device, self.precision):
+                return encode_queries(clip_model, vocabulary.queries, templates, batch_size=text["batch_size"],
+                                      progress=text["progress"])
+
+        if not text["cache"]:
+            return encode().float()
+        cache_settings = dict(precision=self.precision, device=device.type, batch_size=text["batch_size"])
+        if self.clip_arch is not None:
+            cache_settings["clip_arch"] = self.clip_arch
+        # An open_clip tag names no file: the cache keys on the file the loader resolved it to.
+        checkpoint = getattr(clip_model, "checkpoint_path", None) if self.clip_arch is not None else None
+        return TextFeatureCache().get_or_compute(
+            checkpoint or self.clip_path, vocabulary.queries, templates, cache_settings, encode
+        ).to(device).float()
 
     @property
     def class_names(self) -> list[str]:
@@ -245,11 +252,12 @@ class SCCLIPForSegmentation(BaseSegmentor):
             raise InputError(f"{what} of size {tuple(images.shape[-2:])} is smaller than one {patch}×{patch} patch")
         return images.to(self.device)
 
-    def encoder_queries(self) -> dict[str, Tensor | float]:
-        """What an encoder that declares `needs_queries` (ResCLIP's first pass) is handed with each call."""
+    def encoder_queries(self, queries: Tensor | None = None) -> dict[str, Tensor | float]:
+        """What an encoder that declares `needs_queries` (ResCLIP's first pass) is handed with each call:
+        `queries` (default: this segmentor's vocabulary's query features)."""
         if not getattr(self.encoder, "needs_queries", False):
             return {}
-        return dict(queries=self.query_features, logit_scale=self.post.logit_scale)
+        return dict(queries=self.query_features if queries is None else queries, logit_scale=self.post.logit_scale)
 
     def output_grid(self, height: int, width: int) -> tuple[int, int]:
         """The grid of the encoder's dense features for an H×W crop: CLIP's patch grid, or the encoder's own
@@ -259,20 +267,22 @@ class SCCLIPForSegmentation(BaseSegmentor):
 
     @torch.no_grad()
     def dense_features(
-        self, crops: Tensor, return_anomalies: bool = False
+        self, crops: Tensor, return_anomalies: bool = False, queries: Tensor | None = None
     ) -> Tensor | tuple[Tensor, list[Tensor]]:
-        """B×N×D L2-normalised calibrated features of B×3×H×W crops (and each crop's anomaly indices)."""
+        """B×N×D L2-normalised calibrated features of B×3×H×W crops (and each crop's anomaly indices); `queries`:
+        the query features an encoder that needs them is given (default: this segmentor's)."""
         crops = self._check_images(crops, "crops")
         with self._autocast(self.device, self.precision):
-            features, anomalies = self.encoder(crops, return_anomalies=True, **self.encoder_queries())
+            features, anomalies = self.encoder(crops, return_anomalies=True, **self.encoder_queries(queries))
         features = F.normalize(features.float(), dim=-1)
         if return_anomalies:
             return features, [mask.nonzero().flatten() for mask in anomalies]
         return features
 
-    def crop_logits(self, crops: Tensor, size: tuple[int, int] | str | None = None, pad: bool = False) -> Tensor:
+    def crop_logits(self, crops: Tensor, size: tuple[int, int] | str | None = None, pad: bool = False,
+                    queries: Tensor | None = None) -> Tensor:
         """B×Q×h×w query cosine logits of crops, resized (bilinear) to `size` (default: the crop size;
-        'grid': not resized, one logit per patch).
+        'grid': not resized, one logit per patch); `queries`: Q×D query features (default: this segmentor's).
 
         With `pad`, a crop whose sides are not multiples of `pad_multiple` is zero-padded to them first,
         and its logits are resized to the padded size and cut back to the crop (ClearCLIP's and
@@ -283,8 +293,9 @@ class SCCLIPForSegmentation(BaseSegmentor):
         if left or right or top or bottom:
             crops = F.pad(crops, (left, right, top, bottom))
         grid = self.output_grid(*crops.shape[-2:])
-        features = self.dense_features(crops)  # B×N×D
-        logits = (features @ self.query_features.T).transpose(1, 2)  # B×Q×N
+        queries = self.query_features if queries is None else queries
+        features = self.dense_features(crops, queries=queries)  # B×N×D
+        logits = (features @ queries.T).transpose(1, 2)  # B×Q×N
         logits = logits.reshape(crops.shape[0], -1, *grid)
         if size == "grid":
             return logits
@@ -296,21 +307,24 @@ class SCCLIPForSegmentation(BaseSegmentor):
                 logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
-    def _sliding_logits(self, images: list[Tensor]) -> list[Tensor]:
+    def _sliding_logits(self, images: list[Tensor], queries: Tensor) -> list[Tensor]:
         """Per image Q×H×W logits averaged over windows; windows of all images run batched."""
-        sums = [image.new_zeros(len(self.query_features), *image.shape[-2:]) for image in images]
+        sums = [image.new_zeros(len(queries), *image.shape[-2:]) for image in images]
         counts = [image.new_zeros(1, *image.shape[-2:]) for image in images]
         sizes = [tuple(image.shape[-2:]) for image in images]
         for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
             crops = torch.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0,
+                                                                              queries=queries)):
                 sums[i][:, y1:y2, x1:x2] += logits
                 counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     @torch.no_grad()
-    def coarse_logits(self, inputs: Tensor, metas: Sequence[dict]) -> list[tuple[Tensor, Tensor]]:
-        """Per image: Q×h×w query logits before the final resize, and the 3×H'×W' input they came from.
+    def coarse_logits(self, inputs: Tensor, metas: Sequence[dict],
+                      queries: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Per image: Q×h×w query logits before the final resize, and the 3×H'×W' input they came from;
+        `queries`: the Q×D query features of another vocabulary (default: this segmentor's).
 
         The logits are at the input size with windows (and for methods that resize through the
         input size), else at the patch grid; `full_size_logits` (or `scclip.fullres` for photos, in
@@ -318,12 +332,13 @@ class SCCLIPForSegmentation(BaseSegmentor):
         """
         inputs = self._check_images(inputs)
         images = [image[:, : meta["img_shape"][0], : meta["img_shape"][1]] for image, meta in zip(inputs, metas)]
+        queries = self.query_features if queries is None else queries
         if self.slide_crop > 0:
-            logits = self._sliding_logits(images)
+            logits = self._sliding_logits(images, queries)
         else:
             # Whole image: one crop, never padded; NACLIP resizes through the input size first.
             size = None if self.method_spec.resize_through_input else "grid"
-            logits = [self.crop_logits(image[None], size=size)[0] for image in images]
+            logits = [self.crop_logits(image[None], size=size, queries=queries)[0] for image in images]
         return list(zip(logits, images))
 
     def full_size_logits(self, logits: Tensor, image: Tensor, size: tuple[int, int]) -> Tensor:

@@ -305,6 +305,20 @@ SETTINGS: tuple[Setting, ...] = (
                          ("pin_memory", "page-locked batches for the GPU"))),
 )
 
+# Shared settings a method's release cannot apply, each with the reason: any value but the default is
+# refused (`check_settings`, and per call `check_call_settings`, which the torch-free runtime runs too).
+# `scclip.methods` gives each method its row.
+REFUSED: Mapping[str, Mapping[str, str]] = MappingProxyType({
+    "resclip": {"area_thd": "its release cannot apply it (the branch fails for one image and edits the "
+                            "logits after the scores are taken)"},
+    "proxyclip": {**dict.fromkeys(("area_thd", "pamr_steps", "pamr_stride"),
+                                  "its release has no area threshold and no PAMR"),
+                  "pad_to_patch": "its windows are padded to pad_multiple (56) instead"},
+})
+# The settings that act after the dense features (post-processing): a call may change them
+# (`scclip.protocol`); every other setting is the loaded model's.
+CALL_SETTINGS = ("prob_thd", "area_thd", "pamr_steps", "pamr_stride")
+
 # What `pamr=True` means where PAMR is a switch (Segmenter, the command line, the web page, the runtime).
 PAMR_ON_STEPS = 10
 # PAMR's affinity divides each neighbour difference by PAMR_STD_SCALE × the local spread + PAMR_STD_EPS
@@ -341,7 +355,7 @@ def _check_refused(method: str, name: str, value: Any, prefix: str) -> None:
     if value == default or (isinstance(value, (list, tuple)) and isinstance(default, (list, tuple))
                             and list(value) == list(default)):
         return
-    reason = _methods().get_method(method).refuses[name]
+    reason = REFUSED[method][name]
     raise InputError(f"method {method!r} cannot take {prefix}{name}={value!r}: {reason}; "
                      f"leave {prefix}{name} at {default!r}")
 
@@ -369,7 +383,7 @@ def check_settings(method: str, values: Mapping[str, Any], prefix: str = "", adv
     for name in values:
         if name not in valid:
             raise InputError(_not_taken(method, name, valid, prefix))
-    refused = _methods().get_method(method).refuses
+    refused = REFUSED.get(method, {})
     for name, value in values.items():
         setting = MODEL_SETTINGS[name]
         if name in refused:
@@ -378,6 +392,18 @@ def check_settings(method: str, values: Mapping[str, Any], prefix: str = "", adv
             setting.check(value, f"{prefix}{name}={value!r}" if prefix else None, method)
         except InputError as error:
             raise InputError(f"{error}; {advice}" if advice else str(error)) from None
+
+
+def check_call_settings(method: str, values: Mapping[str, Any]) -> None:
+    """Validate one call's settings under `method` (standard library only: the runtime runs it too): only
+    `CALL_SETTINGS`, each refused in the one line `check_settings` gives when a model is built with it."""
+    for name, value in values.items():
+        if name not in CALL_SETTINGS:
+            raise InputError(f"{name!r} is not a per-call option (those are {', '.join(CALL_SETTINGS)}, pamr): "
+                             "it changes the dense features, so give it when the model is built")
+        if name in REFUSED.get(method, {}):
+            _check_refused(method, name, value, "")
+        MODEL_SETTINGS[name].check(value)
 
 
 def _not_taken(method: str, name: str, valid: list[str], prefix: str) -> str:

@@ -1,9 +1,10 @@
 """The web demo: segment your own photo with your own words in the browser (`python demo.py --web`).
 
-A Gradio app over `Segmenter` (no second pipeline): the CLIP model loads once, at start; the
-segmenters of the vocabularies asked for share it and are kept, most recently used first, so a
-second request with the same classes costs one image encoding (a new vocabulary is encoded once
-and, through the on-disk text-feature cache, never again for this checkpoint). Work goes in two
+A Gradio app over `Segmenter` (no second pipeline): the CLIP model loads once, at start, with one
+model per method on it; the class embeddings of the vocabularies asked for are kept, most recently
+used first, and a request's PAMR and threshold are options of its call (`scclip.protocol`), so a
+second request with the same classes costs one image encoding whatever its settings (a new vocabulary
+is encoded once and, through the on-disk text-feature cache, never again for this checkpoint). Work goes in two
 lanes, one request at a time in each: encoding the text of a new vocabulary (minutes for hundreds
 of classes on a CPU, with progress shown in the page) and segmenting images, so a request whose
 classes are ready is never held behind another's new vocabulary; when new vocabularies pile up the
@@ -51,11 +52,12 @@ from .errors import ImageError, InputError, ScclipError
 from .imageio import read_image
 from .result import SegmentationResult
 from .options import onnx_providers
-from .settings import DEFAULTS, MODEL_SETTINGS, Setting, check_value
+from .settings import DEFAULTS, MODEL_SETTINGS, PAMR_ON_STEPS, Setting, check_call_settings, check_value
 from .vocabulary import SAMPLE_CLASSES, SAMPLE_IMAGE, SYNONYM_SEPARATOR, parse_classes, vocabulary_lines
 
 if TYPE_CHECKING:  # the torch side is imported only by the pool that runs it
     from .api import Segmenter
+    from .protocol import ClassEmbedding
     from .runtime import OnnxSegmenter
 
 INSTALL_HINT = 'pip install -e ".[web]"'
@@ -164,24 +166,26 @@ def name_count(lines: Sequence[str]) -> int:
 
 
 class SegmenterPool:
-    """One loaded CLIP and the segmenters built on it, one per (method, classes, PAMR, threshold).
+    """One loaded CLIP, one model per method on it (loaded once), and the class embeddings of recent requests.
 
-    Building a segmenter for new classes encodes their text (or reads it from the on-disk
-    text-feature cache); the `capacity` most recently used are kept, so repeating a request
-    encodes nothing. Thread-safe: Gradio calls from several worker threads. New vocabularies are
-    encoded one at a time; while one is, others wait only as long as all names waiting (the encoding
-    one's included) stay within `encode_budget`, else they are refused as busy, so the wait for the
-    encoder stays bounded (about 1.3 s per name for ViT-B/16 on one CPU core). A vocabulary built
-    once in this process (with the text cache on) builds at once, beside them.
+    A request's PAMR and threshold are options of its call (`scclip.protocol`), so they build nothing;
+    only new classes cost work: their text is encoded (or read from the on-disk text-feature cache) into a
+    `ClassEmbedding` that every method's model uses, since all run on the one CLIP. The `capacity` most
+    recently used embeddings are kept, so repeating a request encodes nothing. Thread-safe: Gradio
+    calls from several worker threads. New vocabularies are encoded one at a time; while one is,
+    others wait only as long as all names waiting (the encoding one's included) stay within
+    `encode_budget`, else they are refused as busy, so the wait for the encoder stays bounded (about
+    1.3 s per name for ViT-B/16 on one CPU core). A vocabulary encoded once in this process (with the
+    text cache on) is read back at once, beside them.
 
     Args:
         backbone: a public CLIP name or a checkpoint file, as for `Segmenter`.
         device: 'cpu', 'cuda' or None (CUDA when available).
         method: the method used when a request names none (None: `Segmenter`'s default, scclip).
         slide: sliding-window inference (False: whole image at once).
-        capacity: how many segmenters to keep.
+        capacity: how many class embeddings to keep.
         encode_budget: names (synonyms included) allowed to wait for the encoder (None: no bound).
-        **options: further `Segmenter` options (e.g. clip_arch, download_root, logit_scale).
+        **options: further `Segmenter` options that change the features (e.g. clip_arch, download_root, logit_scale).
     """
 
     def __init__(
@@ -209,103 +213,108 @@ class SegmenterPool:
         self._start_lanes(capacity, encode_budget)
 
     def _start_lanes(self, capacity: int, encode_budget: int | None) -> None:
-        """The kept segmenters and the two lanes' bookkeeping (shared by both runtimes' pools)."""
+        """The models, the kept embeddings and the two lanes' bookkeeping (shared by both runtimes' pools)."""
         self.capacity = capacity
         self.encode_budget = encode_budget
-        self._segmenters: OrderedDict[tuple, Any] = OrderedDict()
+        self._models: dict[str, Segmenter | OnnxSegmenter] = {}
+        self._loading = threading.Lock()  # held while a method's model is made
+        self._embeddings: OrderedDict[tuple[str, ...], ClassEmbedding] = OrderedDict()
         self._lock = threading.Lock()  # guards the fields below; never held while text is encoded
-        self._encoding = threading.Lock()  # held while a new vocabulary's segmenter is built
+        self._encoding = threading.Lock()  # held while a new vocabulary is encoded
         self._encode_queue = 0  # names of the vocabularies encoding or waiting to
-        # Vocabularies whose text features are in the on-disk cache (built here with it on): cheap to build.
+        # Vocabularies whose text features are in the on-disk cache (encoded here with it on): cheap to embed.
         self._stored: set[tuple[str, ...]] = set()
-        self.builds = 0  # segmenters built so far (a repeated request builds none)
+        self.builds = 0  # vocabularies embedded so far (a repeated request embeds none)
+
+    def model_of(self, method: str | None = None) -> Segmenter | OnnxSegmenter:
+        """The model of `method` (None: the pool's), made on first use on the one loaded CLIP."""
+        method = method or self.method or DEFAULT_METHOD
+        with self._loading:
+            if method not in self._models:
+                self._models[method] = self._load(method)
+            return self._models[method]
 
     def get(
         self,
         lines: Sequence[str],
         method: str | None = None,
-        pamr: bool = False,
-        prob_thd: float = 0.0,
         on_wait: Callable[[], None] | None = None,
-    ) -> Segmenter | OnnxSegmenter:
-        """The segmenter for these vocabulary lines and settings, built (text encoded) on first use.
+    ) -> tuple[Segmenter | OnnxSegmenter, ClassEmbedding]:
+        """The model of `method` and the embedding of these vocabulary lines, encoded on first use; the
+        request's PAMR and threshold go to the call: `model(image, embedding, pamr=..., prob_thd=...)`.
 
         `on_wait` is called when this request must wait for another vocabulary's encoding.
         Raises ScclipError (busy) when this new vocabulary's names would overrun `encode_budget`
         (never when the encoder is idle).
         """
-        method = method or self.method
-        key = (method, tuple(lines), bool(pamr), float(prob_thd))
+        model = self.model_of(method)
+        key = tuple(lines)
         with self._lock:
-            segmenter = self._kept(key)
-            if segmenter is not None:
-                return segmenter
-            cheap = self._ready(key[1])
-            names = name_count(key[1])
+            embedding = self._kept(key)
+            if embedding is not None:
+                return model, embedding
+            cheap = self._ready(key, model)
+            names = name_count(key)
             if not cheap:
                 budget = self.encode_budget
                 if budget is not None and self._encode_queue and self._encode_queue + names > budget:
                     raise ScclipError(ENCODER_BUSY)
                 self._encode_queue += names
         if cheap:
-            return self._build(key)
+            return model, self._embed(model, key)
         try:
             if on_wait is not None and self._encoding.locked():
                 on_wait()
             with self._encoding:
                 with self._lock:
-                    segmenter = self._kept(key)  # built by a request that was encoding it meanwhile
-                return segmenter or self._build(key)
+                    embedding = self._kept(key)  # encoded by a request that was encoding it meanwhile
+                return model, embedding or self._embed(model, key)
         finally:
             with self._lock:
                 self._encode_queue -= names
 
-    def _kept(self, key: tuple) -> Segmenter | OnnxSegmenter | None:
-        """The kept segmenter of `key`, marked most recently used (call with the lock held)."""
-        segmenter = self._segmenters.get(key)
-        if segmenter is not None:
-            self._segmenters.move_to_end(key)
-        return segmenter
+    def _kept(self, key: tuple[str, ...]) -> ClassEmbedding | None:
+        """The kept embedding of `key`, marked most recently used (call with the lock held)."""
+        embedding = self._embeddings.get(key)
+        if embedding is not None:
+            self._embeddings.move_to_end(key)
+        return embedding
 
-    def _ready(self, lines: tuple[str, ...]) -> bool:
-        """Whether a segmenter of `lines` builds without encoding text (call with the lock held)."""
-        return lines in self._stored
+    def _ready(self, lines: tuple[str, ...], model: Segmenter | OnnxSegmenter) -> bool:
+        """Whether `lines` embed without encoding text: the model's own classes, or in the disk cache."""
+        return lines in self._stored or lines == model.classes.lines
 
-    def _keep(self, key: tuple, segmenter: Segmenter | OnnxSegmenter, stored: bool) -> None:
-        """Keep a new segmenter, the most recently used; `stored`: its text features are in the disk cache."""
+    def _embed(self, model: Segmenter | OnnxSegmenter, key: tuple[str, ...]) -> ClassEmbedding:
+        """Encode `key` and keep it, the most recently used (its text features go to the disk cache when it is on)."""
+        embedding = model.embed(list(key))
         with self._lock:
             self.builds += 1
-            self._segmenters[key] = segmenter
-            if stored:
-                self._stored.add(key[1])
-            while len(self._segmenters) > self.capacity:
-                self._segmenters.popitem(last=False)
+            self._embeddings[key] = embedding
+            if self.options.get("text_cache", True):
+                self._stored.add(key)
+            while len(self._embeddings) > self.capacity:
+                self._embeddings.popitem(last=False)
+        return embedding
 
-    def _build(self, key: tuple) -> Segmenter:
+    def _load(self, method: str) -> Segmenter:
         from .api import Segmenter
 
         from .settings import model_settings
         from .vfm import VFM_SETTINGS
 
-        method, lines, pamr, prob_thd = key
         # --vfm is ProxyCLIP's: the page's other methods are built without it.
-        taken = model_settings(method or self.method or DEFAULT_METHOD)
+        taken = model_settings(method)
         extra = {name: value for name, value in self.options.items() if name not in VFM_SETTINGS or name in taken}
-        if method is not None:
-            extra["method"] = method
-        segmenter = Segmenter(self.backbone, classes=list(lines), device=self.device, pamr=pamr,
-                              prob_thd=prob_thd, slide=self.slide, clip_model=self.clip_model, **extra)
-        self._keep(key, segmenter, stored=extra.get("text_cache", True))
-        return segmenter
+        return Segmenter(self.backbone, classes=list(SAMPLE_CLASSES), device=self.device, slide=self.slide,
+                         clip_model=self.clip_model, method=method, **extra)
 
 
 class OnnxSegmenterPool(SegmenterPool):
     """`SegmenterPool` over an exported model folder (`scclip export`), run by `scclip.runtime` without torch.
 
-    The folder is checked and its two graphs loaded once; every segmenter shares those sessions, and
-    one kept for the same classes (another PAMR or threshold) lends its text features, so only a new
-    vocabulary encodes text, in the encoding lane, with the same budget. The method and the maths
-    settings are the export's; a request's PAMR and threshold override the exported ones.
+    The folder is checked and its two graphs loaded once, as the one model; only a new vocabulary encodes
+    text, in the encoding lane, with the same budget. The method and the maths settings are the export's;
+    a request's PAMR and threshold are options of its call.
 
     Args:
         model: the exported model folder.
@@ -326,36 +335,18 @@ class OnnxSegmenterPool(SegmenterPool):
     ) -> None:
         from .runtime import OnnxSegmenter
 
-        # The sample classes (what `serve` asks for first) load the model; their features are reused.
-        self.model = OnnxSegmenter(model, classes=list(SAMPLE_CLASSES), providers=providers, slide=slide,
-                                   threads=threads)
+        # The sample classes (what `serve` asks for first) load the model; their features are its own.
+        loaded = OnnxSegmenter(model, classes=list(SAMPLE_CLASSES), providers=providers, slide=slide, threads=threads)
         self.backbone = Path(model)
         self.device = None
-        self.method = self.model.method
+        self.method = loaded.method
         self.slide = slide
-        self.options = {}
+        self.options = {"text_cache": False}  # the runtime keeps no text features on disk: new ones go in the lane
         self._start_lanes(capacity, encode_budget)
+        self._models[self.method] = loaded
 
-    def _ready(self, lines: tuple[str, ...]) -> bool:
-        # A lender pushed out before the build makes that one request encode outside the lane: correct, rare.
-        return lines == SAMPLE_CLASSES or any(key[1] == lines for key in self._segmenters)
-
-    def _lender(self, lines: tuple[str, ...]) -> OnnxSegmenter:
-        """The kept segmenter of `lines` (its text features and sessions), else the model's own."""
-        lenders = [segmenter for key, segmenter in self._segmenters.items() if key[1] == lines]
-        return lenders[-1] if lenders else self.model
-
-    def _build(self, key: tuple) -> OnnxSegmenter:
-        from .runtime import OnnxSegmenter
-
-        method, lines, pamr, prob_thd = key
-        if method != self.method:
-            raise InputError(f"method {method!r}: the exported model {self.backbone} runs {self.method} only")
-        with self._lock:
-            lender = self._lender(lines)
-        segmenter = OnnxSegmenter(lender, classes=list(lines), pamr=pamr, prob_thd=prob_thd, slide=self.slide)
-        self._keep(key, segmenter, stored=False)
-        return segmenter
+    def _load(self, method: str) -> OnnxSegmenter:
+        raise InputError(f"method {method!r}: the exported model {self.backbone} runs {self.method} only")
 
 
 class ResultFolder:
@@ -519,7 +510,7 @@ class WebDemo:
     """The page, its events and its server.
 
     Args:
-        pool: the model and its segmenters.
+        pool: the models and the kept class embeddings.
         limits: what one request may ask for.
         methods: the methods the page offers (empty: the pool's method only, no choice shown).
         pamr, prob_thd: the page's initial PAMR and threshold (the CLI's --pamr and --prob-thd).
@@ -586,13 +577,13 @@ class WebDemo:
             progress(0.2, desc=f"text features of {len(lines)} classes")
             # Encoding a new vocabulary reports the prompts done through a tqdm bar (scclip.text), which
             # Gradio's track_tqdm shows in the page.
-            segmenter = self.pool.get(lines, method or None, pamr, prob_thd, on_wait=lambda: progress(
+            model, embedding = self.pool.get(lines, method or None, on_wait=lambda: progress(
                 0.2, desc="waiting: the text encoder is busy with another request's new classes"))
             if self._segmenting.locked():
                 progress(0.3, desc="waiting for the image model (another request is segmenting)")
             with self._segmenting:
                 progress(0.4, desc="segmenting")
-                result = segmenter(rgb)
+                result = model(rgb, embedding, pamr=pamr, prob_thd=prob_thd)
             progress(0.9, desc="drawing")
             picture = result.picture(PANEL_SIDE, alpha=float(opacity))
             folder = self.results.new()
@@ -763,9 +754,10 @@ def serve(
         methods = []
         pool = OnnxSegmenterPool(model, providers=onnx_providers(device), slide=None if slide else False,
                                  encode_budget=limits.max_names)
-        pamr = pamr or pool.model.pamr_steps > 0
-        prob_thd = pool.model.prob_thd if prob_thd is None else prob_thd
-    pool.get(vocabulary_lines(list(SAMPLE_CLASSES)), method, pamr, prob_thd)  # fail early on bad options
+        pamr = pamr or pool.model_of().pamr_steps > 0
+        prob_thd = pool.model_of().prob_thd if prob_thd is None else prob_thd
+    model = pool.model_of(method)  # loaded now: bad options fail before the page starts, as do PAMR and the threshold
+    check_call_settings(model.method, {"pamr_steps": PAMR_ON_STEPS if pamr else 0, "prob_thd": prob_thd})
     demo = WebDemo(pool, limits, methods, pamr=pamr, prob_thd=prob_thd)
     on_main_thread = threading.current_thread() is threading.main_thread()
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {}

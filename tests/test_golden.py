@@ -153,7 +153,8 @@ def test_postprocessing_matches_release(name, golden_dir):
 
 
 def test_every_file_a_golden_case_names_is_there(golden_dir):
-    """Each case's checkpoint and image resolve (compressed copies included), and the shipped copy stays small."""
+    """Each case's checkpoint and image resolve (compressed copies included), and the shipped copy stays small
+    (under 40 MB with ResCLIP's and ProxyCLIP's cases and the compressed tiny DINO)."""
     cases = sorted(golden_dir.glob("*.json")) + sorted(golden_dir.glob("methods/*.json"))
     named = set()
     for case in cases:
@@ -171,4 +172,4 @@ def test_every_file_a_golden_case_names_is_there(golden_dir):
         assert golden_file(golden_dir / meta["checkpoint"]).name in named
         assert (first_commit / f"{name}.npz").is_file() and (first_commit / f"{name}_classes.txt").is_file()
     if golden_dir.resolve() == (Path(__file__).parent / "golden").resolve():
-        assert sum(path.stat().st_size for path in golden_dir.rglob("*") if path.is_file()) < 30e6
+        assert sum(path.stat().st_size for path in golden_dir.rglob("*") if path.is_file()) < 40e6

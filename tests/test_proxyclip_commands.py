@@ -86,10 +86,11 @@ def test_web_pool_gives_the_vfm_to_proxyclip_only(tiny_checkpoint_path, tiny_din
     pool = SegmenterPool(str(tiny_checkpoint_path), device="cpu", method="proxyclip",
                          **vfm_settings(str(tiny_dino_path), "proxyclip"))
     lines = vocabulary_lines(["cat", "sky"])
-    assert pool.get(lines, "proxyclip", False, 0.0).segmentor.encoder.vfm.width == 64
-    assert pool.get(lines, "scclip", False, 0.0).method == "scclip"  # the page's other methods: no VFM
+    model, classes = pool.get(lines, "proxyclip")
+    assert model.segmentor.encoder.vfm.width == 64
+    assert pool.get(lines, "scclip")[0].method == "scclip"  # the page's other methods: no VFM
     with pytest.raises(InputError, match="method 'proxyclip' cannot take pamr_steps"):
-        pool.get(lines, "proxyclip", True, 0.0)
+        model(np.zeros((32, 32, 3), np.uint8), classes, pamr=True, prob_thd=0.0)
 
 
 @pytest.mark.slow

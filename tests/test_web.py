@@ -29,6 +29,7 @@ from skimage import data as sample_data
 from scclip.api import SAMPLE_IMAGE, display_names
 from scclip.benchmarks import BENCHMARKS
 from scclip.errors import InputError, ScclipError
+from scclip.imageio import NOT_AN_IMAGE
 from scclip.vocabulary import SAMPLE_CLASSES, Vocabulary
 from scclip.web import (
     ENCODER_BUSY,
@@ -188,15 +189,23 @@ def test_pool_keeps_one_model_and_encodes_a_vocabulary_once(tiny_checkpoint_path
 
     monkeypatch.setattr(scclip.segmentor, "encode_queries", counting_encode)
     pool = SegmenterPool(tiny_checkpoint_path, device="cpu", capacity=2, text_cache=False)
-    first = pool.get(["cat", "dog, puppy"])
-    assert pool.get(["cat", "dog, puppy"]) is first and encoded == [["cat", "dog", "puppy"]]
-    other = pool.get(["sky"], pamr=True)
-    assert other.segmentor.post.pamr_steps > 0 and first.segmentor.post.pamr_steps == 0
-    # Every segmenter runs on the one loaded model.
-    assert first.segmentor.encoder.visual is other.segmentor.encoder.visual is pool.clip_model.visual
+    model, first = pool.get(["cat", "dog, puppy"])
+    sample = Vocabulary.from_lines(SAMPLE_CLASSES).queries
+    assert encoded == [sample, ["cat", "dog", "puppy"]]  # the model's own classes when it loads, then the request's
+    assert pool.get(["cat", "dog, puppy"]) == (model, first) and len(encoded) == 2
+    naclip, same = pool.get(["cat", "dog, puppy"], method="naclip")  # another method: its own model, the same classes
+    assert same is first and naclip.method == "naclip" and pool.model_of("naclip") is naclip
+    # Every model runs on the one loaded CLIP.
+    assert model.segmentor.encoder.visual is naclip.segmentor.encoder.visual is pool.clip_model.visual
+    # A request's PAMR and threshold are options of its call: they build and encode nothing.
+    image = np.kron(np.random.default_rng(3).integers(0, 256, (4, 6, 3)), np.ones((24, 24, 1))).astype(np.uint8)
+    refined = model(image, first, pamr=True, prob_thd=0.2)
+    assert refined.class_names == ["cat", "dog"] and pool.builds == 1 and len(encoded) == 3  # naclip's own classes
+    assert model.segmentor.post.pamr_steps == 0
     pool.get(["tree"])
-    pool.get(["cat", "dog, puppy"])  # pushed out by the two newer ones (capacity 2): built again
-    assert pool.builds == 4 and len(encoded) == 4
+    pool.get(["sky"])
+    pool.get(["cat", "dog, puppy"])  # pushed out by the two newer ones (capacity 2): encoded again
+    assert pool.builds == 4 and encoded[3:] == [["tree"], ["sky"], ["cat", "dog", "puppy"]]
 
 
 def test_a_new_vocabulary_waits_in_its_own_lane(tiny_checkpoint_path, monkeypatch):
@@ -228,14 +237,14 @@ def test_a_new_vocabulary_waits_in_its_own_lane(tiny_checkpoint_path, monkeypatc
         with pytest.raises(ScclipError, match=re.escape(ENCODER_BUSY)):
             pool.get(["owl", "moon"])
         assert pool.get(["cat", "wall"]) is not None
-        assert pool.get(["cat", "wall"], method="naclip", pamr=True).method == "naclip"  # features from the disk cache
+        assert pool.get(["cat", "wall"], method="naclip")[0].method == "naclip"  # a model made beside the lane
         assert not slow.done() and not second.done()
         release.set()
-        assert slow.result(60).class_names == ["held zebra", "sky"]
-        assert second.result(60).class_names == ["held lion", "grass"]
+        assert slow.result(60)[1].class_names == ("held zebra", "sky")
+        assert second.result(60)[1].class_names == ("held lion", "grass")
     assert waits == ["lion"]
-    assert pool.get(["owl", "moon"]).class_names == ["owl", "moon"]  # the lane is free again
-    assert len(pool.get(["a", "b", "c", "d", "e"]).class_names) == 5  # over the budget, but nothing waits
+    assert pool.get(["owl", "moon"])[1].class_names == ("owl", "moon")  # the lane is free again
+    assert pool.get(["a", "b", "c", "d", "e"])[1].num_classes == 5  # over the budget, but nothing waits
 
 
 def test_results_of_finished_requests_go_after_a_grace_time(tmp_path):
@@ -555,7 +564,7 @@ def test_every_foreign_path_gets_one_refusal_and_odd_upload_names_are_served(tin
             assert sorted(Path(item["path"]).name for item in answer[1]) == [f"{stem}_mask.json", f"{stem}_mask.png"]
         event, answer = raw_call(app.url, [{"path": raw_upload(app.url, long_name, b"not a picture"),
                                             "orig_name": long_name, "meta": meta["meta"]}, "cat"])
-        assert event == "error" and "is not an image" in answer and str(app.temp_root) not in answer
+        assert event == "error" and NOT_AN_IMAGE in answer and str(app.temp_root) not in answer
         assert len(answer) < 300, "the name is shortened in messages"
     finally:
         code = app.stop()
@@ -745,22 +754,23 @@ def test_onnx_pool_shares_one_model_and_encodes_a_vocabulary_once(tiny_export, m
 
     monkeypatch.setattr(OnnxSegmenter, "encode_queries", counting_encode)
     pool = OnnxSegmenterPool(folder, capacity=2)
+    model = pool.model_of()
     assert pool.method == record["method"] and encoded == [Vocabulary.from_lines(SAMPLE_CLASSES).queries]
-    assert pool.get(list(SAMPLE_CLASSES)).query_features is pool.model.query_features  # the model's own classes
-    first = pool.get(["cat", "dog, puppy"])
-    assert pool.get(["cat", "dog, puppy"]) is first
-    refined = pool.get(["cat", "dog, puppy"], pamr=True, prob_thd=0.2)  # the same classes lend their text features
-    assert encoded[1:] == [["cat", "dog", "puppy"]]
-    assert refined.pamr_steps > 0 and first.pamr_steps == 0 and (refined.prob_thd, first.prob_thd) == (0.2, 0.0)
-    # Every segmenter runs on the one loaded model.
-    assert first.image_session is refined.image_session is pool.model.image_session
-    assert first.text_session is pool.model.text_session
+    assert pool.get(list(SAMPLE_CLASSES)) == (model, model.classes)  # the model's own classes
+    _, first = pool.get(["cat", "dog, puppy"])
+    assert pool.get(["cat", "dog, puppy"])[1] is first and encoded[1:] == [["cat", "dog", "puppy"]]
     image = np.kron(np.random.default_rng(3).integers(0, 256, (6, 9, 3)), np.ones((24, 24, 1))).astype(np.uint8)
-    assert np.array_equal(first(image).labels, direct(image).labels)
+    assert np.array_equal(model(image, first).labels, direct(image).labels)
+    # A request's PAMR and threshold are options of its call, on the one model: nothing built or encoded.
+    refined = model(image, first, pamr=True, prob_thd=0.2)
+    built = OnnxSegmenter(folder, classes="cat,dog|puppy", pamr=True, prob_thd=0.2)
+    assert np.array_equal(refined.labels, built(image).labels) and model.pamr_steps == 0
     pool.get(["tree"])
     pool.get(["sky"])
-    pool.get(["cat", "dog, puppy"])  # both of its segmenters pushed out (capacity 2): encoded again
-    assert pool.builds == 6 and encoded[1:] == [["cat", "dog", "puppy"], ["tree"], ["sky"], ["cat", "dog", "puppy"]]
+    pool.get(["cat", "dog, puppy"])  # pushed out (capacity 2): encoded again
+    # Kept: the model's own classes (nothing encoded) and four; encoded: `built`'s own classes second.
+    assert pool.builds == 5 and encoded[1:] == [["cat", "dog", "puppy"], ["cat", "dog", "puppy"], ["tree"], ["sky"],
+                                                ["cat", "dog", "puppy"]]
     with pytest.raises(InputError, match="method 'naclip': the exported model .* runs scclip only"):
         pool.get(["cat"], method="naclip")
 

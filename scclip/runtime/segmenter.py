@@ -11,6 +11,7 @@ import onnxruntime as ort
 from ..bpe import token_rows, tokenizer_from_file
 from ..errors import CheckpointError, InputError
 from ..imageio import ImageSource, read_image
+from ..protocol import ClassEmbedding, call_settings, chosen_embedding
 from ..result import SegmentationResult
 from ..settings import DEFAULTS, PAMR_ON_STEPS
 from ..vocabulary import Vocabulary, vocabulary_lines
@@ -27,13 +28,13 @@ class OnnxSegmenter:
 
     The same pipeline as `Segmenter`: keep-ratio resize, CLIP normalisation, the method's dense features
     (ONNX), window logits, full-size post-processing in bounded memory; it returns the same
-    `SegmentationResult`. Everything the maths needs comes from the folder's model.json; the
-    folder is refused in one line when a file is missing or altered.
+    `SegmentationResult`, with the same protocol (`scclip.protocol`): other classes are encoded once with
+    `embed` and passed to a call, and a call's options (`prob_thd`, `area_thd`, `pamr`, `pamr_steps`,
+    `pamr_stride`) override the built ones for that call. Everything the maths needs comes from the
+    folder's model.json; the folder is refused in one line when a file is missing or altered.
 
     Args:
-        model: the exported model folder; or an `OnnxSegmenter` whose checked folder and ONNX sessions
-            this one shares (its providers and threads too), as the web page builds one per vocabulary
-            on one loaded model; its text features are reused when the classes are the same.
+        model: the exported model folder.
         classes: class names, each 'name' or 'name, synonym, ...', or one string 'cat,dog|puppy,sky'.
         vocab: a vocabulary file or a shipped benchmark's name; combined with `classes`.
         providers: ONNX Runtime execution providers, best first (default: CPU); e.g.
@@ -48,7 +49,7 @@ class OnnxSegmenter:
 
     def __init__(
         self,
-        model: str | os.PathLike | OnnxSegmenter,
+        model: str | os.PathLike,
         classes: Sequence[str] | str | None = None,
         vocab: str | os.PathLike | None = None,
         providers: Sequence[str] | None = None,
@@ -59,13 +60,9 @@ class OnnxSegmenter:
         text_batch_size: int = 256,
         threads: int | None = None,
     ) -> None:
-        shared = model if isinstance(model, OnnxSegmenter) else None
-        self.folder = shared.folder if shared is not None else ModelFolder.open(model)
+        self.folder = ModelFolder.open(model)
         meta = self.folder.meta
         settings = meta["settings"]
-        context_length = int(meta["tokenizer"]["context_length"])
-        lines = vocabulary_lines(classes, vocab, meta["prompt_templates"], context_length)
-        self.vocabulary = Vocabulary.from_lines(lines, source="the classes", unit="class")
         if prob_thd is not None and not 0 <= prob_thd <= 1:
             raise InputError(f"prob_thd={prob_thd} must lie in [0, 1]: it is compared with class probabilities")
         if crop_batch_size < 1 or text_batch_size < 1:
@@ -92,23 +89,12 @@ class OnnxSegmenter:
         self.resize_through_input = bool(meta.get("resize_through_input", False))
         self.crop_batch_size = crop_batch_size
         self.text_batch_size = text_batch_size
-        if shared is not None:
-            self.providers, self.threads = shared.providers, shared.threads
-            self.image_session, self.text_session = shared.image_session, shared.text_session
-        else:
-            self.providers = list(providers or DEFAULT_PROVIDERS)
-            self.threads = threads
-            self.image_session = self._session(meta["graphs"]["image"]["file"])
-            self.text_session = self._session(meta["graphs"]["text"]["file"])
-        if shared is not None and shared.vocabulary == self.vocabulary:
-            self.query_features = shared.query_features
-        else:
-            self.query_features = self.encode_queries(self.vocabulary.queries)
-        self.query_to_class = np.asarray(self.vocabulary.query_to_class, dtype=np.int64)
-        self.class_names = self.vocabulary.class_names
-        from ..visualize import palette
-
-        self.colours = palette(self.num_classes)
+        self.providers = list(providers or DEFAULT_PROVIDERS)
+        self.threads = threads
+        self.image_session = self._session(meta["graphs"]["image"]["file"])
+        self.text_session = self._session(meta["graphs"]["text"]["file"])
+        self.model_key = f"onnx:{self.folder.path.resolve()}"
+        self.classes = self.embed(classes, vocab)
 
     def _session(self, name: str) -> ort.InferenceSession:
         options = ort.SessionOptions()
@@ -128,7 +114,36 @@ class OnnxSegmenter:
 
     @property
     def num_classes(self) -> int:
-        return len(self.vocabulary.classes)
+        return self.classes.num_classes
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.class_names)
+
+    @property
+    def colours(self) -> list:
+        from ..visualize import palette
+
+        return palette(self.num_classes)
+
+    @property
+    def query_features(self) -> np.ndarray:
+        return self.classes.query_features
+
+    @property
+    def query_to_class(self) -> np.ndarray:
+        return self.classes.query_to_class
+
+    def embed(self, classes: Sequence[str] | str | None = None, vocab: str | os.PathLike | None = None) -> ClassEmbedding:
+        """The text features of classes (`classes` and `vocab` as at build time), to pass to calls; encoded once
+        with the folder's text graph (the built classes are returned as they are)."""
+        meta = self.folder.meta
+        lines = tuple(vocabulary_lines(classes, vocab, meta["prompt_templates"], int(meta["tokenizer"]["context_length"])))
+        if lines == getattr(getattr(self, "classes", None), "lines", None):
+            return self.classes
+        vocabulary = Vocabulary.from_lines(lines, source="the classes", unit="class")
+        return ClassEmbedding(lines, tuple(vocabulary.class_names), self.encode_queries(vocabulary.queries),
+                              np.asarray(vocabulary.query_to_class, dtype=np.int64), self.model_key)
 
     def encode_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Q×D query features: per name, the normalised mean of its normalised prompt embeddings (`encode_queries`)."""
@@ -149,8 +164,9 @@ class OnnxSegmenter:
         features = numerics.l2_normalise(features).reshape(len(queries), len(templates), -1)
         return numerics.l2_normalise(features.mean(axis=1, dtype=np.float32))
 
-    def dense_features(self, crops: np.ndarray) -> np.ndarray:
-        """B×N×D L2-normalised dense features of B×3×H×W normalised crops (`SCCLIPForSegmentation.dense_features`)."""
+    def dense_features(self, crops: np.ndarray, queries: np.ndarray | None = None) -> np.ndarray:
+        """B×N×D L2-normalised dense features of B×3×H×W normalised crops (`SCCLIPForSegmentation.dense_features`);
+        `queries`: the query features a graph that takes them is fed (default: the built classes')."""
         crops = np.ascontiguousarray(crops, dtype=np.float32)
         if crops.ndim != 4 or crops.shape[1] != 3:
             raise InputError(f"crops must be a B×3×H×W array of normalised RGB images, got {crops.shape}")
@@ -158,19 +174,21 @@ class OnnxSegmenter:
             raise InputError(f"crops of size {crops.shape[-2:]} are smaller than one {self.patch_size}×{self.patch_size} patch")
         feeds = {"images": crops}
         if "queries" in self.folder.meta["graphs"]["image"].get("inputs", []):  # ResCLIP's first pass
-            feeds["queries"] = self.query_features
+            feeds["queries"] = self.query_features if queries is None else queries
         return self.image_session.run(["features"], feeds)[0]
 
-    def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False) -> np.ndarray:
-        """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size` and `pad`)."""
+    def crop_logits(self, crops: np.ndarray, size: tuple[int, int] | str | None = None, pad: bool = False,
+                    queries: np.ndarray | None = None) -> np.ndarray:
+        """B×Q×h×w query logits of crops, as `SCCLIPForSegmentation.crop_logits` (same `size`, `pad`, `queries`)."""
         height, width = crops.shape[-2:]
         multiple = self.pad_multiple or self.patch_size
         left, right, top, bottom = patch_padding(height, width, multiple) if pad else (0, 0, 0, 0)
         if left or right or top or bottom:
             crops = np.pad(crops, ((0, 0), (0, 0), (top, bottom), (left, right)))
         grid = (crops.shape[-2] // self.feature_stride, crops.shape[-1] // self.feature_stride)
-        features = self.dense_features(crops)
-        logits = (features @ self.query_features.T).transpose(0, 2, 1).reshape(crops.shape[0], -1, *grid)
+        queries = self.query_features if queries is None else queries
+        features = self.dense_features(crops, queries)
+        logits = (features @ queries.T).transpose(0, 2, 1).reshape(crops.shape[0], -1, *grid)
         if size == "grid":
             return logits
         logits = numerics.resize(logits, tuple(crops.shape[-2:]) if pad else tuple(size or crops.shape[-2:]))
@@ -180,34 +198,40 @@ class OnnxSegmenter:
                 logits = numerics.resize(logits, tuple(size))
         return logits
 
-    def sliding_logits(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def sliding_logits(self, images: Sequence[np.ndarray], queries: np.ndarray) -> list[np.ndarray]:
         """Per 3×H×W image, Q×H×W logits averaged over its windows (`_sliding_logits`); the windows of all
         images are batched by shape, each encoded on its own."""
-        sums = [np.zeros((len(self.query_features), *image.shape[-2:]), dtype=np.float32) for image in images]
+        sums = [np.zeros((len(queries), *image.shape[-2:]), dtype=np.float32) for image in images]
         counts = [np.zeros((1, *image.shape[-2:]), dtype=np.float32) for image in images]
         sizes = [image.shape[-2:] for image in images]
         for chunk in window_batches(sizes, self.slide_crop, self.slide_stride, self.crop_batch_size):
             crops = np.stack([images[i][:, y1:y2, x1:x2] for i, (y1, y2, x1, x2) in chunk])
-            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0)):
+            for (i, (y1, y2, x1, x2)), logits in zip(chunk, self.crop_logits(crops, pad=self.pad_multiple > 0,
+                                                                              queries=queries)):
                 sums[i][:, y1:y2, x1:x2] += logits
                 counts[i][:, y1:y2, x1:x2] += 1
         return [total / count for total, count in zip(sums, counts)]
 
     def coarse_logits(self, image: np.ndarray) -> np.ndarray:
         """Q×h×w query logits of a 3×H×W normalised image before the final resize (`coarse_logits`)."""
-        return self.coarse_logits_of([image])[0]
+        return self.coarse_logits_of([image], self.query_features)[0]
 
-    def coarse_logits_of(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """`coarse_logits` of several images, their windows encoded in shared batches."""
+    def coarse_logits_of(self, images: Sequence[np.ndarray], queries: np.ndarray) -> list[np.ndarray]:
+        """`coarse_logits` of several images with Q×D `queries`, their windows encoded in shared batches."""
         if self.slide_crop > 0:
-            return self.sliding_logits(images)
+            return self.sliding_logits(images, queries)
         size = None if self.resize_through_input else "grid"
-        return [self.crop_logits(image[None], size=size)[0] for image in images]
+        return [self.crop_logits(image[None], size=size, queries=queries)[0] for image in images]
 
-    def predictions(self, images: Sequence[ImageSource]) -> list[tuple[np.ndarray, FullSize]]:
+    def predictions(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
+                    **options) -> list[tuple[np.ndarray, FullSize]]:
         """Each image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when
         asked), as `Segmenter.predictions`: the windows of images that come out of the resize at one
         size are encoded in shared batches, each on its own, so a batch gives each image its labels alone."""
+        embedding = chosen_embedding(classes, self.classes)
+        built = dict(prob_thd=self.prob_thd, area_thd=self.area_thd, pamr_steps=self.pamr_steps,
+                     pamr_stride=self.pamr_stride)
+        post = call_settings(self.method, built, options)
         rgbs = [read_image(image) for image in images]
         inputs = [numerics.normalise(numerics.resize_for_inference(rgb, self.scale, min_side=self.patch_size),
                                      self.mean, self.std) for rgb in rgbs]
@@ -216,18 +240,32 @@ class OnnxSegmenter:
             same_size[normalised.shape[-2:]].append(index)
         logits: dict[int, np.ndarray] = {}
         for members in same_size.values():
-            logits.update(zip(members, self.coarse_logits_of([inputs[index] for index in members])))
+            logits.update(zip(members, self.coarse_logits_of([inputs[index] for index in members],
+                                                              embedding.query_features)))
         return [(rgb, FullSize(
-            logits[index], rgb.shape[:2], self.query_to_class, self.num_classes, self.logit_scale, self.prob_thd,
-            self.area_thd, self.pamr_steps, self.pamr_stride, self.renormalise, image=inputs[index],
+            logits[index], rgb.shape[:2], embedding.query_to_class, embedding.num_classes, self.logit_scale,
+            post["prob_thd"], post["area_thd"], post["pamr_steps"], tuple(post["pamr_stride"]), self.renormalise,
+            image=inputs[index],
         )) for index, rgb in enumerate(rgbs)]
 
-    def prediction(self, image: ImageSource) -> tuple[np.ndarray, FullSize]:
+    def prediction(self, image: ImageSource, classes: ClassEmbedding | None = None,
+                   **options) -> tuple[np.ndarray, FullSize]:
         """The image as read (H×W×3 uint8 RGB) and its full-size prediction (labels and scores made when asked)."""
-        return self.predictions([image])[0]
+        return self.predictions([image], classes, **options)[0]
 
-    def __call__(self, image: ImageSource) -> SegmentationResult:
-        """Segment one image: a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array."""
-        rgb, prediction = self.prediction(image)
-        return SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(self.class_names),
-                                  colours=self.colours, scores=prediction.scores)
+    def batch(self, images: Sequence[ImageSource], classes: ClassEmbedding | None = None,
+              **options) -> list[SegmentationResult]:
+        """Segment several images (each as `__call__` takes it); the results are those of one call each."""
+        from ..visualize import palette
+
+        embedding = chosen_embedding(classes, self.classes)
+        colours = palette(embedding.num_classes)
+        return [SegmentationResult(image=rgb, labels=prediction.labels(), class_names=list(embedding.class_names),
+                                   colours=colours, scores=prediction.scores)
+                for rgb, prediction in self.predictions(images, embedding, **options)]
+
+    def __call__(self, image: ImageSource, classes: ClassEmbedding | None = None, **options) -> SegmentationResult:
+        """Segment one image (a file path, a PIL image, or an H×W[×3|4] uint8/uint16/float array) into `classes`
+        (from `embed`; default: the built ones), with this call's options (see the class)."""
+        (result,) = self.batch([image], classes, **options)
+        return result
