@@ -81,6 +81,12 @@ class FullSizePrediction(BlockedPrediction):
     _keep: Tensor | None = field(default=None, init=False, repr=False)
     _image: Tensor | None = field(default=None, init=False, repr=False)
 
+    # The array operations `BlockedPrediction` runs that are plain functions here.
+    concat = staticmethod(torch.cat)
+    areas_of = staticmethod(class_areas)
+    to_numpy = staticmethod(lambda block: block.cpu().numpy())
+    empty = staticmethod(np.empty)
+
     @property
     def pamr_steps(self) -> int:
         return self.post.pamr_steps
@@ -115,14 +121,8 @@ class FullSizePrediction(BlockedPrediction):
     def refine(self, scores: Tensor, affinity: Tensor) -> Tensor:
         return refine(scores[None], affinity, self.post.pamr_steps, self.post.pamr_stride)[0]
 
-    def concat(self, blocks: list[Tensor]) -> Tensor:
-        return torch.cat(blocks)
-
     def class_scores_of(self, query_logits: Tensor) -> Tensor:
         return self.post.scores(query_logits, self.query_to_class, self.num_classes)
-
-    def areas_of(self, scores: Tensor) -> Tensor:
-        return class_areas(scores)
 
     def surviving(self, areas: Tensor) -> Tensor:
         return self.post.keep(areas)
@@ -130,11 +130,3 @@ class FullSizePrediction(BlockedPrediction):
     def finish_block(self, scores: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
         scores, pred = self.post.finish(scores, keep)
         return scores, pred[0]
-
-    @staticmethod
-    def to_numpy(block: Tensor) -> np.ndarray:
-        return block.cpu().numpy()
-
-    @staticmethod
-    def empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        return np.empty(shape, dtype=dtype)

@@ -34,6 +34,12 @@ class FullSize(BlockedPrediction):
     block_bytes: int = BLOCK_BYTES
     _keep: np.ndarray | None = field(default=None, init=False, repr=False)
 
+    # The array operations `BlockedPrediction` runs that are plain functions here.
+    concat = staticmethod(np.concatenate)
+    areas_of = staticmethod(numerics.class_areas)
+    to_numpy = staticmethod(lambda block: block)
+    empty = staticmethod(np.empty)
+
     def resize_block(self, maps: np.ndarray, rows: Span, cols: Span) -> np.ndarray:
         return numerics.resize_block(maps, self.size, rows, cols)
 
@@ -46,25 +52,11 @@ class FullSize(BlockedPrediction):
     def refine(self, scores: np.ndarray, affinity: np.ndarray) -> np.ndarray:
         return numerics.refine(scores, affinity, self.pamr_steps, self.pamr_stride)
 
-    def concat(self, blocks: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(blocks)
-
     def class_scores_of(self, query_logits: np.ndarray) -> np.ndarray:
         return numerics.class_scores(query_logits, self.query_to_class, self.num_classes, self.logit_scale)
-
-    def areas_of(self, scores: np.ndarray) -> np.ndarray:
-        return numerics.class_areas(scores)
 
     def surviving(self, areas: np.ndarray) -> np.ndarray:
         return numerics.surviving_classes(areas, self.area_thd)
 
     def finish_block(self, scores: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         return numerics.finish(scores, keep, self.prob_thd, self.renormalise)
-
-    @staticmethod
-    def to_numpy(block: np.ndarray) -> np.ndarray:
-        return block
-
-    @staticmethod
-    def empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        return np.empty(shape, dtype=dtype)
