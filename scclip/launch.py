@@ -8,6 +8,7 @@ their arguments first.
 """
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -66,6 +67,7 @@ def start(launcher: str, device: str, script: str, dist_cfg: Mapping[str, Any] |
 
     if launcher == "none" or dist.is_initialized():
         return
+    atexit.register(_stop)
     options = {"backend": "nccl" if device == "cuda" else "gloo", **(dist_cfg or {})}
     if launcher != "pytorch":
         if device == "cpu":
@@ -80,3 +82,12 @@ def start(launcher: str, device: str, script: str, dist_cfg: Mapping[str, Any] |
     if device == "cuda":
         torch.cuda.set_device(local_rank())
     dist.init_process_group(backend=options["backend"])
+
+
+def _stop() -> None:
+    """Close this process's group before the interpreter exits: a gloo group left to the C++ destructors at
+    exit aborted a rank once in a while ('terminate called without an active exception', SIGABRT)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
